@@ -58,8 +58,9 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
 
 
 def _valid_param_value(value: str) -> bool:
-    # token / host (IPv6 references contain ':' and '[]')
-    return _TOKEN_RE.fullmatch(value) is not None or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", value) is not None
+    # token / host (IPv6 references contain ':' and '[]'); Via `received` holds a bare
+    # IPv6address (RFC 3261 §25.1 via-received, RFC 5118 §4.5), so accept that too.
+    return _TOKEN_RE.fullmatch(value) is not None or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*", value) is not None
 
 
 def _quoted_end(text: str, start: int) -> int:

@@ -31,3 +31,18 @@ class Flow:
 
     def __str__(self) -> str:
         return f"{self.transport}:{self.remote[0]}:{self.remote[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Command: put these bytes on the wire over `flow` (io opens a connection if needed)."""
+
+    flow: Flow
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFlow:
+    """Command: close the stream connection behind `flow` (after a framing error, say)."""
+
+    flow: Flow

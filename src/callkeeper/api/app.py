@@ -1,0 +1,122 @@
+"""The HTTP API (aiohttp): health, Prometheus metrics, and the JSON views of the core.
+
+Metrics are collected at scrape time from the core's plain counters (see `sip.stats`), so
+serving SIP never calls into prometheus_client.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from callkeeper.calls.manager import CallManager
+from callkeeper.io.driver import Driver
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class CoreCollector(Collector):
+    def __init__(self, core: CallManager, driver: Driver) -> None:
+        self._core = core
+        self._driver = driver
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._core.sip_stats
+        messages = CounterMetricFamily(
+            "callkeeper_sip_messages", "SIP messages by direction, kind and method",
+            labels=["direction", "kind", "method"],
+        )  # fmt: skip
+        for (direction, kind, method), count in sorted(stats.messages.items()):
+            messages.add_metric([direction, kind, method], count)
+        yield messages
+        responses = CounterMetricFamily(
+            "callkeeper_sip_responses", "SIP responses by direction and status class",
+            labels=["direction", "status_class"],
+        )  # fmt: skip
+        for (direction, status_class), count in sorted(stats.responses.items()):
+            responses.add_metric([direction, status_class], count)
+        yield responses
+        dropped = CounterMetricFamily(
+            "callkeeper_sip_dropped", "Input dropped without an answer, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        rejected = CounterMetricFamily(
+            "callkeeper_sip_rejected", "Malformed requests answered with an error", labels=["status"]
+        )
+        for status, count in sorted(stats.rejected.items()):
+            rejected.add_metric([str(status)], count)
+        yield rejected
+        keepalives = CounterMetricFamily(
+            "callkeeper_keepalives", "Keep-alives received, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(stats.keepalives.items()):
+            keepalives.add_metric([kind], count)
+        yield keepalives
+        yield GaugeMetricFamily(
+            "callkeeper_sip_transactions", "SIP transactions in progress",
+            value=self._core.transaction_count,
+        )  # fmt: skip
+        connections = GaugeMetricFamily(
+            "callkeeper_sip_connections", "Open stream connections", labels=["transport"]
+        )
+        for name, manager in sorted(self._driver.streams.items()):
+            connections.add_metric([name], len(manager))
+        yield connections
+        yield CounterMetricFamily(
+            "callkeeper_core_errors", "Unexpected exceptions caught around the core (bugs)",
+            value=self._driver.errors,
+        )  # fmt: skip
+
+
+class ApiServer:
+    def __init__(self, core: CallManager, driver: Driver, token: str | None) -> None:
+        self.core = core
+        self.driver = driver
+        self.token = token
+        self.registry = CollectorRegistry()
+        self.registry.register(CoreCollector(core, driver))
+        self.app = web.Application(middlewares=[self._auth])
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/metrics", self.metrics)
+        self._runner: web.AppRunner | None = None
+        self.address: tuple[str, int] | None = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # /healthz stays open for load balancers and probes; everything else needs the token.
+        if self.token and request.path != "/healthz":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given, f"Bearer {self.token}"):
+                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        return await handler(request)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            sock = server.sockets[0].getsockname()
+            self.address = (sock[0], sock[1])
+        else:
+            self.address = (host, port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

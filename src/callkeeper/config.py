@@ -1,0 +1,307 @@
+"""The configuration model: a TOML file (keys as in DESIGN.md), overridable by CALLKEEPER_* env vars.
+
+`load_config` turns every problem into a `ConfigError` whose message is one line naming the key,
+which the CLI prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+TRANSPORTS = ("udp", "tcp", "tls", "ws")
+_LISTEN_RE = re.compile(r"(udp|tcp|tls|ws):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})")
+
+
+class ConfigError(Exception):
+    """A bad configuration: the message is one line that names the key."""
+
+
+class ListenAddress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    transport: Literal["udp", "tcp", "tls", "ws"]
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        match = _LISTEN_RE.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not TRANSPORT:HOST:PORT with TRANSPORT one of {TRANSPORTS}")
+        transport, host, port = match.group(1), match.group(2).strip("[]"), int(match.group(3))
+        if port > 65535:
+            raise ValueError(f"port {port} out of range in {text!r}")
+        return cls(transport=transport, host=host, port=port)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def _check_positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than 0")
+    return value
+
+
+class SipSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: list[ListenAddress] = Field(
+        default_factory=lambda: [ListenAddress.parse("udp:127.0.0.1:5060"), ListenAddress.parse("tcp:127.0.0.1:5060")]
+    )
+    domain: str = "127.0.0.1"
+    trusted_sources: list[str] = Field(default_factory=list)
+    # RFC 3261 §17 timer base values (seconds); the transaction timers A–K derive from them.
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # A stream connection with nothing received for this long is closed (a half-sent message too).
+    tcp_idle_timeout: float = 120.0
+    # A message that has started arriving on a stream must complete within this long.
+    tcp_message_timeout: float = 32.0
+    user_agent: str = "callkeeper"
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _parse_listen(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [ListenAddress.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("t1", "t2", "t4", "tcp_idle_timeout", "tcp_message_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        return _check_positive(value, "value")
+
+    @model_validator(mode="after")
+    def _check(self) -> SipSection:
+        if not self.listen:
+            raise ValueError("listen: at least one address is needed")
+        if self.t2 < self.t1:
+            raise ValueError("t2 must not be smaller than t1")
+        if any(item.transport == "tls" for item in self.listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_cert and tls_key are required for a tls: listen address")
+        return self
+
+
+class KeepaliveSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flow_timer: int = Field(default=30, gt=0)
+    options_interval: float = Field(default=30.0, gt=0)
+    in_call_interval: float = Field(default=5.0, gt=0)
+    misses: int = Field(default=3, ge=1)
+
+
+FallbackStep = Literal["devices", "mobile", "voicemail"]
+
+
+class RecoverySection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace: float = Field(default=30.0, ge=0)
+    announce: bool = True
+    fallback: list[FallbackStep] = Field(default_factory=lambda: ["devices", "mobile", "voicemail"])
+    ring_timeout: float = Field(default=20.0, gt=0)
+    feature_code: str = "*86"
+
+
+class MediaSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["relay", "rtpengine", "off"] = "relay"
+    rtp_ports: str = "20000-29999"
+    rtpengine: str = "udp:127.0.0.1:2223"
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value.strip())
+        if not match:
+            raise ValueError("must look like '20000-29999'")
+        low, high = int(match.group(1)), int(match.group(2))
+        if not 1024 <= low < high <= 65535:
+            raise ValueError("must be an increasing range within 1024-65535")
+        return value
+
+
+class StoreSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "sqlite:///callkeeper-data/callkeeper.db"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value == "memory:" or value.startswith(("sqlite:///", "redis://")):
+            return value
+        raise ValueError("must be sqlite:///PATH, memory: or redis://HOST:PORT/DB")
+
+
+class ApiSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = "127.0.0.1:8080"
+    token: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class LogSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class UserConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")]
+    password: str | None = None
+    ha1: str | None = None
+    mobile: str | None = None
+    voicemail: bool = False
+    static_contacts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> UserConfig:
+        if self.password is not None and self.ha1 is not None:
+            raise ValueError("give password or ha1, not both")
+        return self
+
+
+class TrunkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    uri: str
+    match: str = ""
+
+
+class IvrSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = "ivr"
+    script: Path | None = None
+
+
+class Config(BaseSettings):
+    """The whole configuration. Env: CALLKEEPER_SIP__DOMAIN=... overrides [sip] domain."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLKEEPER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    sip: SipSection = Field(default_factory=SipSection)
+    keepalive: KeepaliveSection = Field(default_factory=KeepaliveSection)
+    recovery: RecoverySection = Field(default_factory=RecoverySection)
+    media: MediaSection = Field(default_factory=MediaSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    log: LogSection = Field(default_factory=LogSection)
+    users: list[UserConfig] = Field(default_factory=list)
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    ivr: IvrSection = Field(default_factory=IvrSection)
+
+    @model_validator(mode="after")
+    def _unique_users(self) -> Config:
+        seen: set[str] = set()
+        for index, user in enumerate(self.users):
+            if user.name in seen:
+                raise ValueError(f"users.{index}.name: duplicate user {user.name!r}")
+            seen.add(user.name)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: an operator's CALLKEEPER_* override beats the file's value.
+        return (env_settings, init_settings)
+
+
+def demo_toml() -> str:
+    return resources.files("callkeeper").joinpath("demo.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate; `None` means the embedded demo defaults. Raises ConfigError."""
+    try:
+        if path is None:
+            data = tomllib.loads(demo_toml())
+        else:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path or 'demo.toml'}: not valid TOML: {error}") from None
+    try:
+        config = Config(**data)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error, path)) from None
+    base = path.parent if path is not None else Path.cwd()
+    if config.sip.tls_cert is not None:
+        config.sip.tls_cert = _resolve(base, config.sip.tls_cert, "sip.tls_cert")
+    if config.sip.tls_key is not None:
+        config.sip.tls_key = _resolve(base, config.sip.tls_key, "sip.tls_key")
+    if config.ivr.script is not None:
+        config.ivr.script = base / config.ivr.script
+    return config
+
+
+def _resolve(base: Path, value: Path, key: str) -> Path:
+    resolved = value if value.is_absolute() else base / value
+    if not resolved.is_file():
+        raise ConfigError(f"{key}: file {resolved} does not exist")
+    return resolved
+
+
+def _one_line(error: ValidationError, path: Path | None) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    where = f"{path}: " if path is not None else ""
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}{key}: {message}{more}"
