@@ -147,8 +147,8 @@ class Network:
             if self._receivers.get(delivery.flow.local) is not delivery.receiver:
                 self.trace[delivery.trace_index] = _replace_fate(entry, "lost")  # unplugged
                 continue
-            self.trace[delivery.trace_index] = _replace_fate(entry, entry.fate, delivery.when)
-            delivery.receiver.datagram_received(delivery.data, delivery.flow, delivery.when)
+            self.trace[delivery.trace_index] = _replace_fate(entry, entry.fate, now)
+            delivery.receiver.datagram_received(delivery.data, delivery.flow, now)
 
     # --- what happened -------------------------------------------------------------------
     def count(self, fate: str) -> int:

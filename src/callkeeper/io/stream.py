@@ -13,6 +13,7 @@ import itertools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 
@@ -52,12 +53,14 @@ class StreamConnection(asyncio.Protocol):
         self._last_data = self._loop.time()
         self._message_started: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = float("inf")
         self._pending_writes: list[bytes] = []
 
     # --- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.flow = Flow(
@@ -80,6 +83,8 @@ class StreamConnection(asyncio.Protocol):
         if parser.pending:
             if self._message_started is None:
                 self._message_started = now
+                if now + self._manager.timeouts.message < self._timer_deadline:
+                    self._arm_timer()
         else:
             self._message_started = None
 
@@ -110,6 +115,9 @@ class StreamConnection(asyncio.Protocol):
         deadline = self._last_data + timeouts.idle
         if self._message_started is not None:
             deadline = min(deadline, self._message_started + timeouts.message)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_deadline = deadline
         self._timer = self._loop.call_at(deadline, self._check_timeouts)
 
     def _check_timeouts(self) -> None:

@@ -54,6 +54,23 @@ def _status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+# Metric labels come from a fixed set: a method name straight from the network would let any
+# peer grow the metrics without bound (PROTOS alone sends nearly 200 different ones).
+_METHOD_LABELS = frozenset(
+    {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE", "REFER",
+     "NOTIFY", "SUBSCRIBE", "PRACK", "MESSAGE", "PUBLISH"}
+)  # fmt: skip
+
+
+def method_label(method: str) -> str:
+    return method if method in _METHOD_LABELS else "other"
+
+
+# A response must carry these, copied from the request (RFC 3261 §8.2.6.2); without them a
+# malformed request cannot be answered in a way the sender could match.
+_RESPONSE_HEADERS = ("via", "from", "to", "call-id", "cseq")
+
+
 class SipEndpoint:
     def __init__(self, timers: TimerSettings, ids: IdSource, user_agent: str = "callkeeper") -> None:
         self.transactions = TransactionLayer(timers, ids)
@@ -148,7 +165,7 @@ class SipEndpoint:
     def _receive_message(self, message: Message, flow: Flow, now: float) -> None:
         stats = self.stats
         if isinstance(message, Request):
-            stats.messages["in", "request", message.method] += 1
+            stats.messages["in", "request", method_label(message.method)] += 1
             try:
                 nat.stamp_request(message, flow)
             except ParseError:
@@ -162,7 +179,7 @@ class SipEndpoint:
             except ParseError:
                 stats.dropped["bad-response"] += 1
                 return
-            stats.messages["in", "response", method] += 1
+            stats.messages["in", "response", method_label(method)] += 1
             stats.responses["in", _status_class(message.status)] += 1
             self.transactions.receive_response(message, flow, now)
         self._drain_transactions()
@@ -170,20 +187,20 @@ class SipEndpoint:
     def _reject(self, error: PartialRequestError, flow: Flow) -> None:
         """Answer a malformed request statelessly, or drop it when no answer can be routed."""
         request = error.request
-        self.stats.messages["in", "request", request.method] += 1
+        self.stats.messages["in", "request", method_label(request.method)] += 1
         if request.method == "ACK":
             self.stats.dropped["malformed-ack"] += 1
+            return
+        if any(name not in request.headers for name in _RESPONSE_HEADERS):
+            self.stats.dropped["unanswerable"] += 1
             return
         try:
             response = request.create_response(error.status, to_tag=self._ids())
         except ParseError:
-            try:
-                response = request.create_response(error.status)
-            except ParseError:
-                self.stats.dropped["unanswerable"] += 1
-                return
+            response = request.create_response(error.status)  # To unparseable: copied as is
         response.headers.add("Warning", f'399 {self.user_agent} "{_warning_text(error.reason)}"')
         try:
+            response.cseq  # noqa: B018 - the sender matches our answer by it: it must parse
             target = self._response_flow(response, flow)
         except ParseError:
             self.stats.dropped["unanswerable"] += 1
@@ -212,10 +229,10 @@ class SipEndpoint:
 
     def _count_out(self, message: Message) -> None:
         if isinstance(message, Request):
-            self.stats.messages["out", "request", message.method] += 1
+            self.stats.messages["out", "request", method_label(message.method)] += 1
         else:
             assert isinstance(message, Response)
-            self.stats.messages["out", "response", message.cseq.method] += 1
+            self.stats.messages["out", "response", method_label(message.cseq.method)] += 1
             self.stats.responses["out", _status_class(message.status)] += 1
 
     def _response_flow(self, response: Response, flow: Flow) -> Flow:

@@ -1,0 +1,1 @@
+"""Test support: free ports, a real `callkeeper serve` process, raw SIP clients."""
