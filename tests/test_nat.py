@@ -94,7 +94,8 @@ def test_stamp_via_with_bracketed_source() -> None:
 
 REQUEST = (
     b"REGISTER sip:example.com SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKabc, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKold\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKabc,"
+    b" SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKold\r\n"
     b"From: <sip:alice@example.com>;tag=1\r\n"
     b"To: <sip:alice@example.com>\r\n"
     b"Call-ID: c1\r\n"

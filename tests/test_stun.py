@@ -278,9 +278,12 @@ def test_fingerprint_with_wrong_length_drops_the_message() -> None:
 
 
 def test_attribute_after_fingerprint_drops_the_message() -> None:
-    body = _request(fingerprint=True)[20:] + struct.pack(">HH", SOFTWARE, 0)
-    data = struct.pack(">HHI", 0x0001, len(body), stun.MAGIC_COOKIE) + TID + body
+    # A correct FINGERPRINT (over the header with the final length), then one more attribute.
+    header = struct.pack(">HHI", 0x0001, 8 + 4, stun.MAGIC_COOKIE) + TID
+    fingerprint = struct.pack(">HHI", FINGERPRINT, 4, stun.fingerprint(header))
+    data = header + fingerprint + struct.pack(">HH", SOFTWARE, 0)
     assert stun.is_stun(data)
+    assert stun.parse_stun(header[:2] + b"\x00\x08" + header[4:] + fingerprint) is None  # CRC
     assert stun.parse_stun(data) is None
 
 

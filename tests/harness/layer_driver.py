@@ -15,7 +15,6 @@ from callkeeper.sip.transaction import TransactionLayer
 from callkeeper.sip.transaction_events import SendMessage, TransactionEvent
 from callkeeper.sip.transaction_messages import counter_ids
 from callkeeper.sip.transport import Flow
-
 from harness.clock import FakeClock
 
 EventT = TypeVar("EventT")

@@ -111,7 +111,9 @@ class Network:
             # A stream: in order, no loss, no duplicates; only latency.
             when = max(now + link.delay, self._stream_tail.get((source, destination), 0.0))
             self._stream_tail[(source, destination)] = when
-            self._schedule(when, data, inbound, receiver, self._record(now, flow, data, "delivered"))
+            self._schedule(
+                when, data, inbound, receiver, self._record(now, flow, data, "delivered")
+            )
             return
         rng = self.rng
         if rng.random() < link.loss:
@@ -133,7 +135,9 @@ class Network:
         self, when: float, data: bytes, flow: Flow, receiver: Receiver, trace_index: int
     ) -> None:
         self._sequence += 1
-        heapq.heappush(self._queue, _Delivery(when, self._sequence, data, flow, receiver, trace_index))
+        heapq.heappush(
+            self._queue, _Delivery(when, self._sequence, data, flow, receiver, trace_index)
+        )
 
     # --- the participant interface -------------------------------------------------------
     def get_timer(self) -> float | None:

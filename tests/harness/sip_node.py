@@ -18,7 +18,6 @@ from callkeeper.sip.transaction import TransactionLayer
 from callkeeper.sip.transaction_events import SendMessage, TransactionEvent
 from callkeeper.sip.transaction_messages import counter_ids
 from callkeeper.sip.transport import Flow
-
 from harness.adapter import SansIOAdapter
 from harness.network import Address
 from harness.simulation import Simulation
@@ -38,7 +37,7 @@ class SipNode(SansIOAdapter[TransactionEvent]):
         settings: TimerSettings | None = None,
         tu: TU | None = None,
     ) -> None:
-        self.name = name or f"{address[0]}:{address[1]}"
+        self.name = name or f"{address[0]}-{address[1]}"  # a token: it goes into branches
         self.layer = TransactionLayer(settings, ids=counter_ids(f"{self.name}-"))
         super().__init__(self.layer)
         self.sim = sim

@@ -21,7 +21,6 @@ from callkeeper.sip.transaction_events import (
     TransactionEvent,
     TransactionTimedOut,
 )
-
 from harness.messages import build_2xx_ack
 from harness.network import Address
 from harness.sip_node import SipNode

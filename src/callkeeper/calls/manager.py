@@ -12,8 +12,14 @@ from collections import deque
 
 from callkeeper.config import Config
 from callkeeper.sip import capabilities
-from callkeeper.sip.endpoint import ConnectionClosed, KeepaliveReceived, SipEndpoint, WireCommand
-from callkeeper.sip.message import Request
+from callkeeper.sip.endpoint import (
+    ConnectionClosed,
+    KeepaliveReceived,
+    SipEndpoint,
+    StatelessRequestReceived,
+    WireCommand,
+)
+from callkeeper.sip.message import Request, Response
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
 from callkeeper.sip.timers import TimerSettings
@@ -33,7 +39,9 @@ class CallManager:
     def __init__(self, config: Config, ids: IdSource) -> None:
         self.config = config
         timers = TimerSettings(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
-        self.endpoint = SipEndpoint(timers, ids, user_agent=config.sip.user_agent)
+        self.endpoint = SipEndpoint(
+            timers, ids, user_agent=config.sip.user_agent, stateless_methods=frozenset({"OPTIONS"})
+        )
         self.local_addresses: dict[str, list[tuple[str, int]]] = {}
         self._commands: deque[object] = deque()
 
@@ -84,7 +92,11 @@ class CallManager:
         endpoint = self.endpoint
         while (event := endpoint.next_event()) is not None:
             event_type = type(event)
-            if event_type is RequestReceived:
+            if event_type is StatelessRequestReceived:
+                assert isinstance(event, StatelessRequestReceived)
+                response = self._policy_response(event.request)
+                endpoint.send_stateless_response(response, event.flow)
+            elif event_type is RequestReceived:
                 assert isinstance(event, RequestReceived)
                 if event.transaction_id is not None:
                     self._answer_request(event.request, event.transaction_id, now)
@@ -107,6 +119,9 @@ class CallManager:
                 pass  # no client transactions, liveness or flows to track yet
 
     def _answer_request(self, request: Request, transaction_id: int, now: float) -> None:
+        self.endpoint.send_response(self._policy_response(request), now, transaction_id)
+
+    def _policy_response(self, request: Request) -> Response:
         endpoint = self.endpoint
         tag = endpoint.new_tag()
         response = capabilities.extension_response(request, tag) or capabilities.method_response(
@@ -121,4 +136,4 @@ class CallManager:
                 response = request.create_response(480, to_tag=tag)
             else:
                 response = request.create_response(403, to_tag=tag)
-        endpoint.send_response(response, now, transaction_id)
+        return response

@@ -1,4 +1,8 @@
-"""name-addr / addr-spec values of From, To, Contact, Route, Refer-To (RFC 3261 §20.10, §25.1)."""
+"""name-addr / addr-spec values of From, To, Contact, Route, Refer-To (RFC 3261 §20.10, §25.1).
+
+Display names and parameter values are kept as written (a quoted display name keeps its quotes
+and backslash escapes), so an untouched address serializes as received.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,28 @@ from dataclasses import replace as dataclass_replace
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.uri import URI, parse_uri
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
+# RFC 3261 §25.1. `token` characters; a quoted-string is qdtext (anything but DQUOTE and
+# backslash: control characters were already refused for the whole header section) or a
+# quoted-pair.
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]++"
+QUOTED_STRING = r'"(?:[^"\\\r\n]++|\\[^\r\n])*+"'
+_LWS = r"[ \t]*+"
+# gen-value = token / host / quoted-string. `host` adds IPv6 references; `received` in a Via
+# holds a bare IPv6address (RFC 3261 via-received, RFC 5118 §4.5), so that is allowed too. The
+# IPv6 forms come before `token`: the parameter list is matched possessively, so the first
+# alternative that fits must be the longest one.
+_GEN_VALUE = rf"(?:{QUOTED_STRING}|\[[0-9A-Fa-f:.]++\]|[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+|{TOKEN})"
+_PARAM = rf"{_LWS};{_LWS}({TOKEN})(?:{_LWS}={_LWS}({_GEN_VALUE}))?"
+PARAMS_RE = re.compile(rf"(?:{_PARAM})*+{_LWS}")
+_PARAM_RE = re.compile(_PARAM)
+_TOKEN_RE = re.compile(TOKEN)
+
+# [display-name] LAQUOT addr-spec RAQUOT, then whatever follows (the parameters).
+_NAME_ADDR_RE = re.compile(
+    rf"(?:(?P<quoted>{QUOTED_STRING})|(?P<tokens>{TOKEN}(?:[ \t]++{TOKEN})*+))?"
+    rf"{_LWS}<(?P<uri>[^<>]*+)>(?P<params>.*+)",
+    re.DOTALL,
+)
 
 
 def is_token(text: str) -> bool:
@@ -19,63 +43,11 @@ def is_token(text: str) -> bool:
 
 def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     """Parse `;name=value;flag` header parameters (values may be quoted strings)."""
-    params: list[tuple[str, str | None]] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        while i < n and text[i] in " \t":
-            i += 1
-        if i >= n:
-            break
-        if text[i] != ";":
-            raise ParseError(f"expected ';' in parameters {text[:64]!r}")
-        i += 1
-        start = i
-        while i < n and text[i] not in "=;":
-            i += 1
-        name = text[start:i].strip()
-        if not is_token(name):
-            raise ParseError(f"bad parameter name {name[:32]!r}")
-        if i < n and text[i] == "=":
-            i += 1
-            while i < n and text[i] in " \t":
-                i += 1
-            if i < n and text[i] == '"':
-                end = _quoted_end(text, i)
-                params.append((name, text[i : end + 1]))
-                i = end + 1
-            else:
-                start = i
-                while i < n and text[i] != ";":
-                    i += 1
-                value = text[start:i].strip()
-                if not value or not _valid_param_value(value):
-                    raise ParseError(f"bad value of parameter {name[:32]!r}")
-                params.append((name, value))
-        else:
-            params.append((name, None))
-    return tuple(params)
-
-
-def _valid_param_value(value: str) -> bool:
-    # token / host (IPv6 references contain ':' and '[]'); Via `received` holds a bare
-    # IPv6address (RFC 3261 §25.1 via-received, RFC 5118 §4.5), so accept that too.
-    return _TOKEN_RE.fullmatch(value) is not None or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*", value) is not None
-
-
-def _quoted_end(text: str, start: int) -> int:
-    """Index of the closing quote of the quoted string opening at `start`."""
-    i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            return i
-        i += 1
-    raise ParseError("unterminated quoted string")
+    if not text:
+        return ()
+    if PARAMS_RE.fullmatch(text) is None:
+        raise ParseError(f"bad parameters {text[:64]!r}")
+    return tuple((m[1], m[2]) for m in _PARAM_RE.finditer(text))
 
 
 def format_params(params: tuple[tuple[str, str | None], ...]) -> str:
@@ -125,37 +97,27 @@ class Address:
 
 
 def parse_address(text: str) -> Address:
-    """Parse a name-addr or addr-spec with header parameters; raises ParseError."""
-    value = text.strip()
+    """Parse a name-addr or addr-spec with header parameters; raises ParseError.
+
+    Any URI scheme is accepted (a registrar, not the parser, refuses `To: isbn:...`), but an
+    addr-spec — a URI without <> — may not contain ',', '?' or ';' (RFC 3261 §20.10): a ';'
+    after it starts the header's parameters.
+    """
+    value = text.strip(" \t")
     if not value:
         raise ParseError("empty address")
-    display: str | None = None
-    if value[0] == '"':
-        end = _quoted_end(value, 0)
-        display = value[: end + 1]
-        rest = value[end + 1 :].lstrip(" \t")
-        if not rest.startswith("<"):
-            raise ParseError("quoted display name without <URI>")
-        value = rest
-    lt = value.find("<")
-    if lt >= 0:
-        if display is None and lt > 0:
-            candidate = value[:lt].strip()
-            if candidate:
-                if not _DISPLAY_TOKENS_RE.fullmatch(candidate):
-                    raise ParseError(f"bad display name {candidate[:32]!r}")
-                display = candidate
-        gt = value.find(">", lt)
-        if gt < 0:
-            raise ParseError("missing '>' in address")
-        uri = parse_uri(value[lt + 1 : gt])
-        params = parse_params(value[gt + 1 :])
-    else:
-        # addr-spec: parameters after the URI belong to the header, not to the URI.
-        semi = value.find(";")
-        uri_text = value if semi < 0 else value[:semi]
-        if any(ch in uri_text for ch in " \t,?"):
-            raise ParseError(f"bad addr-spec {uri_text[:64]!r}")
-        uri = parse_uri(uri_text)
-        params = parse_params(value[semi:]) if semi >= 0 else ()
-    return Address(uri, display, params, text.strip())
+    if "<" in value:
+        match = _NAME_ADDR_RE.fullmatch(value)
+        if match is None:
+            raise ParseError(f"bad name-addr {value[:64]!r}")
+        display = match["quoted"] or match["tokens"]
+        uri = parse_uri(match["uri"], any_scheme=True)
+        params = parse_params(match["params"])
+        return Address(uri, display, params, value)
+    semi = value.find(";")
+    uri_text = (value if semi < 0 else value[:semi]).rstrip(" \t")
+    if "," in uri_text or "?" in uri_text or " " in uri_text or "\t" in uri_text:
+        raise ParseError(f"bad addr-spec {uri_text[:64]!r}")
+    uri = parse_uri(uri_text, any_scheme=True)
+    params = parse_params(value[semi:]) if semi >= 0 else ()
+    return Address(uri, None, params, value)

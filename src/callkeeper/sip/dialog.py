@@ -32,7 +32,7 @@ IdGenerator = Callable[[], str]
 MAX_FORWARDS = "70"
 
 # Requests whose 2xx (sent or received) replaces the remote target (RFC 3261 §12.2,
-# RFC 3311 UPDATE, RFC 6665 §4.1 SUBSCRIBE/NOTIFY).
+# RFC 3311 UPDATE, RFC 6665 SUBSCRIBE/NOTIFY).
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY"})
 # Requests that carry our Contact: the target refreshes, and REFER (it creates a subscription).
 _CONTACT_METHODS = TARGET_REFRESH_METHODS | {"REFER"}
@@ -358,7 +358,7 @@ class Dialog:
             if self.invite_seq is None:
                 raise DialogError("no INVITE of ours to acknowledge")
             return self.invite_seq
-        number = (self.local_seq or 0) + 1  # §12.2.1.1: an empty local sequence starts at 1
+        number = (self.local_seq or 0) + 1  # §12.2.1.1 lets an empty one start anywhere: 1
         if number > MAX_CSEQ:
             raise DialogError("local CSeq exhausted")
         self.local_seq = number

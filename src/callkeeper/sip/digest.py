@@ -17,8 +17,8 @@ Server design:
   nonce issued no later than the evicted one is answered `stale` from then on — a forgotten
   count can never let a replay through. A response without qop (RFC 2069 clients, only when
   `allow_no_qop` is set) uses its nonce up.
-- `challenge` offers one challenge per algorithm, SHA-256 first (RFC 8760 §2.3), all with the
-  same nonce, so the client answers the first one it supports.
+- `challenge` offers one challenge per algorithm, SHA-256 first (as RFC 8760 recommends), all
+  with the same nonce, so the client answers the first one it supports.
 
 HA1 = H(username:realm:password) depends on the algorithm *and* the realm. A stored `ha1` in the
 configuration is an MD5 HA1 (what SIP provisioning tools produce) unless configured otherwise;
@@ -150,8 +150,8 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     """Split `Scheme name=value, name="quoted", ...` into the scheme and its parameters.
 
     Names are lower-cased; quoted values are unescaped. Commas inside quotes are kept, empty
-    list elements are skipped (RFC 7230 §7), a repeated parameter is an error (RFC 7616 §3.4:
-    one parameter, one meaning — accepting either copy would let a proxy and us disagree).
+    list elements are skipped (RFC 7230 §7), a repeated parameter is an error (RFC 7235 §2.1:
+    each name once — accepting either copy would let a proxy and us disagree on its meaning).
     """
     text = value.strip()
     i = 0
@@ -369,7 +369,7 @@ def answer_challenge(
     """The Authorization value answering a Digest challenge (qop=auth when offered).
 
     `cnonce` comes from the caller's randomness; `nc` counts the requests sent with this nonce.
-    A non-ASCII username is sent as `username*` (RFC 7616 §3.4.4).
+    A non-ASCII username is sent as `username*` (RFC 7616 §3.4).
     """
     challenge = parse_challenge(challenge_header)
     if challenge.qop and "auth" not in challenge.qop:
@@ -511,11 +511,16 @@ class DigestAuthenticator:
     ) -> list[str]:
         """Challenge header values (one per algorithm, same nonce), to add one line each.
 
-        `algorithms` narrows the offer, e.g. to `StoredSecret.algorithms(auth.algorithms)` for a
-        user whose configuration holds only an MD5 HA1.
+        `algorithms` narrows the offer to a subset of `self.algorithms`, e.g. to
+        `StoredSecret.algorithms(auth.algorithms)` for a user whose configuration holds only an
+        MD5 HA1.
         """
         nonce = self.make_nonce(now, random_bytes)
-        offer = self.algorithms if algorithms is None else tuple(algorithms)
+        offer = self.algorithms
+        if algorithms is not None:
+            offer = tuple(canonical_algorithm(name) for name in algorithms)
+            if not set(offer) <= set(self.algorithms):
+                raise ValueError("offer only algorithms this authenticator accepts")
         return [
             build_challenge(
                 realm=self.realm, nonce=nonce, algorithm=name, opaque=self.opaque, stale=stale

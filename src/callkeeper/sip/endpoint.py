@@ -46,7 +46,20 @@ class ConnectionClosed:
     flow: Flow
 
 
-EndpointEvent = TransactionEvent | KeepaliveReceived | ConnectionClosed
+@dataclass(frozen=True, slots=True)
+class StatelessRequestReceived:
+    """Event: an out-of-dialog request of a method the application answers statelessly.
+
+    Kamailio's `sl_send_reply` model: an OPTIONS keep-alive probe needs no transaction — the
+    answer is immediate and the same for a retransmission — so it costs no state and no timers.
+    Answer with `SipEndpoint.send_stateless_response()`.
+    """
+
+    request: Request
+    flow: Flow
+
+
+EndpointEvent = TransactionEvent | KeepaliveReceived | ConnectionClosed | StatelessRequestReceived
 WireCommand = Transmit | CloseFlow
 
 
@@ -72,8 +85,15 @@ _RESPONSE_HEADERS = ("via", "from", "to", "call-id", "cseq")
 
 
 class SipEndpoint:
-    def __init__(self, timers: TimerSettings, ids: IdSource, user_agent: str = "callkeeper") -> None:
+    def __init__(
+        self,
+        timers: TimerSettings,
+        ids: IdSource,
+        user_agent: str = "callkeeper",
+        stateless_methods: frozenset[str] = frozenset(),
+    ) -> None:
         self.transactions = TransactionLayer(timers, ids)
+        self.stateless_methods = stateless_methods
         self.stats = SipStats()
         self.user_agent = user_agent
         self._ids = ids
@@ -150,6 +170,16 @@ class SipEndpoint:
         self._drain_transactions()
         return transaction_id
 
+    def send_stateless_response(self, response: Response, flow: Flow) -> None:
+        """Answer a `StatelessRequestReceived` (routed per §18.2.2 like any response)."""
+        try:
+            target = self._response_flow(response, flow)
+        except ParseError:
+            self.stats.dropped["unroutable-response"] += 1
+            return
+        self._count_out(response)
+        self._commands.append(Transmit(target, response.to_bytes()))
+
     def send_stateless(self, message: Message, flow: Flow) -> None:
         self.transactions.send_stateless(message, flow)
         self._drain_transactions()
@@ -170,6 +200,9 @@ class SipEndpoint:
                 nat.stamp_request(message, flow)
             except ParseError:
                 stats.dropped["bad-via"] += 1
+                return
+            if message.method in self.stateless_methods and not _has_to_tag(message):
+                self._events.append(StatelessRequestReceived(message, flow))
                 return
             self.transactions.receive_request(message, flow, now)
         else:
@@ -243,6 +276,12 @@ class SipEndpoint:
         if (target.host, target.port) == flow.remote:
             return flow
         return Flow("udp", (target.host, target.port), flow.local)
+
+
+def _has_to_tag(request: Request) -> bool:
+    raw = request.headers.get("to") or ""
+    # Most out-of-dialog requests have no "tag" text at all: skip parsing the To header then.
+    return "tag" in raw.lower() and request.to_addr.tag is not None
 
 
 def _warning_text(reason: str) -> str:

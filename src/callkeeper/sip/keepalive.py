@@ -1,7 +1,7 @@
 """Tell keep-alives from SIP on the SIP port, by their first bytes, before parsing.
 
 Three kinds of traffic share the port (RFC 5626 §3.5.1, §4.4; demultiplexed by first byte in the
-manner of RFC 7983 §7): CRLF keep-alives, STUN Binding keep-alives and SIP messages. Each of them
+manner of RFC 7983): CRLF keep-alives, STUN Binding keep-alives and SIP messages. Each of them
 is a sign of life for the endpoint's failure detector, so the transport layer classifies a
 datagram (or the bytes at the start of a stream read) first and only parses what is SIP.
 

@@ -1,23 +1,26 @@
 """SIP requests and responses (RFC 3261 §7).
 
-Messages keep headers as text and parse the ones the core needs (Via, From, To, CSeq, Call-ID)
-on first use, remembering the result for as long as the header line is unchanged. That keeps
-parsing cheap for a proxy-like path and serialization faithful to what was received.
+Messages keep headers as text and parse the ones the core needs (Via, From, To, CSeq, Call-ID,
+Contact, Route) on first use, remembering the result for as long as the header line is
+unchanged. The parser validates those headers anyway and leaves what it parsed in the cache, so
+`.from_addr`, `.top_via` and friends cost nothing afterwards, and serialization stays faithful to
+what was received.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from callkeeper.sip.address import Address, parse_address
+from callkeeper.sip.address import Address, is_token, parse_address
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.headers import Headers
+from callkeeper.sip.headers import Headers, canonical, split_list
 from callkeeper.sip.uri import URI
 from callkeeper.sip.via import Via, parse_via
 
 SIP_VERSION = "SIP/2.0"
-MAX_CSEQ = 2**31 - 1
+MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number must be less than 2**31
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -38,9 +41,16 @@ REASON_PHRASES: dict[int, str] = {
     603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }  # fmt: skip
 
+_T = TypeVar("_T")
+# Copied from a request into its response (RFC 3261 §8.2.6.2); Record-Route only for 18x/2xx
+# responses that may establish a dialog (§12.1.1).
+_COPIED_INTO_RESPONSES = frozenset({"via", "from", "call-id", "cseq", "record-route"})
+
 
 @dataclass(frozen=True, slots=True)
 class CSeq:
+    """The CSeq header: sequence number and method (RFC 3261 §20.16)."""
+
     number: int
     method: str
 
@@ -49,13 +59,20 @@ class CSeq:
 
 
 def parse_cseq(text: str) -> CSeq:
-    number_text, _, method = text.strip().partition(" ")
-    method = method.strip()
-    if not number_text.isdigit() or not number_text.isascii() or not method:
+    """`1*DIGIT LWS Method`; raises ParseError. The number must be below 2**31 (§8.1.1.5)."""
+    parts = text.split()
+    if len(parts) != 2:
         raise ParseError(f"bad CSeq {text[:64]!r}")
-    number = int(number_text)
+    number_text, method = parts
+    # Length-checked before int(): a long digit string is an error, not a long conversion.
+    digits = number_text.lstrip("0") or "0"
+    if not number_text.isdigit() or not number_text.isascii() or len(digits) > 10:
+        raise ParseError(f"bad CSeq number {number_text[:16]!r}")
+    number = int(digits)
     if number > MAX_CSEQ:
         raise ParseError("CSeq number out of range")
+    if not is_token(method):
+        raise ParseError(f"bad CSeq method {method[:32]!r}")
     return CSeq(number, method)
 
 
@@ -64,23 +81,38 @@ class Message:
 
     __slots__ = ("_cache", "body", "headers", "version")
 
-    def __init__(self, headers: Headers | None = None, body: bytes = b"", version: str = SIP_VERSION):
+    def __init__(
+        self, headers: Headers | None = None, body: bytes = b"", version: str = SIP_VERSION
+    ) -> None:
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.version = version
-        self._cache: dict[str, tuple[str, Any]] = {}
+        # header key -> (the raw value(s) it was parsed from, the parsed value). A view is
+        # reused only while the header still holds those very strings.
+        self._cache: dict[str, tuple[Any, Any]] = {}
 
     # --- parsed views (cached while the header text is unchanged) -----------------------
-    def _parsed(self, name: str, parse: Any) -> Any:
-        raw = self.headers.get(name)
+    def _single(self, key: str, parse: Callable[[str], _T]) -> _T:
+        raw = self.headers.get(key)
         if raw is None:
-            raise ParseError(f"missing {name} header")
-        cached = self._cache.get(name)
+            raise ParseError(f"missing {key} header")
+        cached = self._cache.get(key)
         if cached is not None and cached[0] is raw:
-            return cached[1]
+            result: _T = cached[1]
+            return result
         value = parse(raw)
-        self._cache[name] = (raw, value)
+        self._cache[key] = (raw, value)
         return value
+
+    def _listed(self, key: str, parse: Callable[[str], _T]) -> list[_T]:
+        lines = tuple(self.headers.get_lines(key))
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == lines:
+            result: list[_T] = cached[1]
+            return result
+        values = [parse(value) for line in lines for value in split_list(line)]
+        self._cache[key] = (lines, values)
+        return values
 
     @property
     def call_id(self) -> str:
@@ -91,41 +123,56 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        result: CSeq = self._parsed("cseq", parse_cseq)
-        return result
+        return self._single("cseq", parse_cseq)
 
     @property
     def from_addr(self) -> Address:
-        result: Address = self._parsed("from", parse_address)
-        return result
+        return self._single("from", parse_address)
 
     @property
     def to_addr(self) -> Address:
-        result: Address = self._parsed("to", parse_address)
-        return result
+        return self._single("to", parse_address)
 
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(value) for value in self.headers.get_list("via")]
+        """Every via-parm, top first (a Via line may hold several, comma-separated)."""
+        return list(self._listed("via", parse_via))
 
     @property
     def top_via(self) -> Via:
         raw = self.headers.get("via")
         if raw is None:
             raise ParseError("missing Via header")
-        cached = self._cache.get("via")
+        cached = self._cache.get("top-via")
         if cached is not None and cached[0] is raw:
             result: Via = cached[1]
             return result
-        comma = raw.find(",")
-        via = parse_via(raw if comma < 0 else raw[:comma])
-        self._cache["via"] = (raw, via)
+        values = split_list(raw)
+        if not values:
+            raise ParseError("empty Via header")
+        via = parse_via(values[0])
+        self._cache["top-via"] = (raw, via)
         return via
 
     def set_top_via(self, via: Via) -> None:
         """Replace the first via-parm (keeping any others that share its header line)."""
         self.headers.pop_first("via")
         self.headers.prepend("Via", str(via))
+
+    @property
+    def contacts(self) -> list[Address]:
+        """The Contact values; empty when absent and for the REGISTER wildcard `*`."""
+        if self.headers.get("contact") == "*":
+            return []
+        return list(self._listed("contact", parse_address))
+
+    @property
+    def routes(self) -> list[Address]:
+        return list(self._listed("route", parse_address))
+
+    @property
+    def record_routes(self) -> list[Address]:
+        return list(self._listed("record-route", parse_address))
 
     @property
     def content_type(self) -> str | None:
@@ -137,11 +184,11 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        """Serialize, setting Content-Length to the body's length."""
-        out = [self.start_line(), "\r\n"]
+        """Serialize, first setting Content-Length to the body's length (so it is never wrong)."""
         length = str(len(self.body))
         if self.headers.get("content-length") != length:
             self.headers.set("Content-Length", length)
+        out = [self.start_line(), "\r\n"]
         self.headers.encode_into(out)
         out.append("\r\n")
         head = "".join(out).encode("utf-8", "surrogateescape")
@@ -176,17 +223,24 @@ class Request(Message):
     def transaction_branch(self) -> str | None:
         return self.top_via.branch
 
-    def create_response(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
-        """A response per RFC 3261 §8.2.6: Via, From, To, Call-ID and CSeq copied."""
+    def create_response(
+        self, status: int, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        """A response per RFC 3261 §8.2.6: Via, From, To, Call-ID and CSeq copied.
+
+        `to_tag` is added to To unless it already has a tag (or the response is a 100). Works on
+        a `PartialRequestError.request` too: whatever is there is copied as received; a To that
+        does not parse is copied without a tag rather than failing.
+        """
         headers = Headers()
+        keep_record_route = 180 <= status < 300
         for name, value in self.headers:
-            key = name.lower()
-            if key in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
-                if key == "record-route" and not 180 <= status < 300:
-                    continue
-                headers.add(name, value)
-            elif key in ("to", "t"):
-                if to_tag is not None and status != 100 and self.to_addr.tag is None:
+            key = canonical(name)
+            if key in _COPIED_INTO_RESPONSES:
+                if key != "record-route" or keep_record_route:
+                    headers.add(name, value)
+            elif key == "to":
+                if to_tag is not None and status != 100 and self._to_tag_missing():
                     headers.add(name, f"{value};tag={to_tag}")
                 else:
                     headers.add(name, value)
@@ -194,6 +248,12 @@ class Request(Message):
         if status == 100 and "timestamp" in self.headers:
             response.headers.add("Timestamp", self.headers.get("timestamp") or "")
         return response
+
+    def _to_tag_missing(self) -> bool:
+        try:
+            return self.to_addr.tag is None
+        except ParseError:
+            return False
 
 
 class Response(Message):

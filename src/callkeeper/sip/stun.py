@@ -8,7 +8,7 @@ malformed. We write it ourselves because the Python STUN packages are clients (p
 of an ICE stack (aioice) that bring their own sockets and event loop; this module is pure bytes
 in, bytes out.
 
-Scope: no authentication (RFC 5626 §8 keep-alives are unauthenticated), so MESSAGE-INTEGRITY is
+Scope: no authentication (the RFC 5626 keep-alive usage needs none), so MESSAGE-INTEGRITY is
 parsed and kept but never checked; no TCP framing (STUN keep-alives are a UDP mechanism: streams
 use CRLF, see `keepalive`). A request carrying FINGERPRINT must carry a correct one and gets a
 response with FINGERPRINT too (§7.3.1, §15.5).
@@ -122,7 +122,7 @@ def _split_type(value: int) -> tuple[int, StunClass]:
 
 
 def is_stun(data: bytes) -> bool:
-    """True when `data` is framed as a STUN message (RFC 5389 §6, RFC 7983 §7).
+    """True when `data` is framed as a STUN message (RFC 5389 §6, demultiplexed as RFC 7983 does).
 
     The top two bits are zero, the magic cookie is at offset 4, and the length field is a
     multiple of 4 that accounts for exactly the rest of the datagram.
@@ -153,8 +153,8 @@ def parse_stun(data: bytes) -> StunMessage | None:
     after_integrity = False
     offset = HEADER_LENGTH
     end = len(data)
-    while offset < end:
-        if has_fingerprint or offset + 4 > end:
+    while offset < end:  # both 4-aligned (is_stun), so a whole attribute header remains
+        if has_fingerprint:
             return None
         attribute_type, length = struct.unpack_from(">HH", data, offset)
         value_start = offset + 4

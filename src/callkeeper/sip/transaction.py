@@ -9,8 +9,15 @@ is due next (the aioquic/h11 shape):
     layer.receive_response(response, flow, now)
     layer.send_request(request, flow, now) -> id   # from the TU: a new client transaction
     layer.send_response(response, now) -> id|None  # from the TU: answer a server transaction
+    layer.send_stateless(message, flow)            # from the TU: the ACK for a 2xx
+    layer.terminate(transaction_id, now)           # from the TU: give up on a transaction
+    layer.transport_error(transaction_id, now)     # from the io driver: a send failed
     layer.handle_timer(now); layer.get_timer()
-    layer.next_event() -> SendMessage | RequestReceived | ... | None
+    layer.next_event() -> SendMessage | RequestReceived | ... | None   (transaction_events)
+
+Transaction ids are ints unique for the layer's lifetime. Input from the network never raises
+(a message too broken to match is counted in `stats.malformed` and dropped); a TU mistake
+raises `TransactionError`.
 
 What happens in each state lives in `transaction_states` as transition tables; this module
 matches messages to transactions (§17.1.3, §17.2.3, with the RFC 2543 fallback), runs the
@@ -259,7 +266,7 @@ class TransactionLayer:
     def handle_timer(self, now: float) -> None:
         for txn_id, timer in self._timers.pop_due(now):
             txn = self._by_id.get(txn_id)
-            if txn is not None:
+            if txn is not None:  # None: an earlier timer of the same instant ended it
                 self._input(txn, timer, None, None, now)
 
     # --- inputs from the TU ----------------------------------------------------------------
@@ -308,6 +315,20 @@ class TransactionLayer:
             return None
         self._input(txn, _response_input(response.status, False), response, txn.flow, now)
         return txn.id
+
+    def terminate(self, transaction_id: int, now: float) -> bool:
+        """Destroy a transaction the TU has given up on; True if it was still alive.
+
+        RFC 3261 has no timer that ends an INVITE transaction in Proceeding: the UAC's TU
+        CANCELs and, with no final response 64*T1 later, destroys the client transaction
+        (§9.1); a UAS TU always answers. This is how a TU does either without leaking state.
+        `TransactionTerminated` follows, as for any other end.
+        """
+        txn = self._by_id.get(transaction_id)
+        if txn is None:
+            return False
+        self._enter(txn, State.TERMINATED, now)
+        return True
 
     def send_stateless(self, message: Message, flow: Flow) -> None:
         """Send a message outside any transaction: the ACK for a 2xx (§13.2.2.4)."""
@@ -407,11 +428,10 @@ class TransactionLayer:
             for timer in timers:
                 self._timers.cancel((txn.id, timer))
         index: dict[Any, _Transaction] = self._clients if txn.machine.client else self._servers
-        if index.get(txn.key) is txn:
-            del index[txn.key]
+        del index[txn.key]  # keys are unique: a live key is never reused
         if txn.legacy_response_key is not None:
             self._legacy_responses.pop(txn.legacy_response_key, None)
-        if txn.merge_key is not None and self._merge.get(txn.merge_key) is txn:
+        if txn.merge_key is not None:  # only the first of merged requests holds the key
             del self._merge[txn.merge_key]
         if txn.visible:
             self._events.append(TransactionTerminated(txn.id))
@@ -463,9 +483,7 @@ class TransactionLayer:
                 self._timers.schedule(now + delay, key)
             else:
                 fire_now.append(timer)
-        for timer in fire_now:
-            if txn.state is not state:
-                break
+        for timer in fire_now:  # at most one per state: D, I, J or K, which all terminate
             self._input(txn, timer, None, None, now)
 
     # --- actions --------------------------------------------------------------------------
@@ -496,9 +514,8 @@ class TransactionLayer:
             self._restart(txn, event, now, min(txn.interval * 2, self.settings.t2))
         elif action is Action.RESTART_AT_T2:
             self._restart(txn, event, now, self.settings.t2)
-        elif action is Action.SEND_TRYING:
-            if txn.response is None:  # normally true: a TU response stops this timer
-                self._send_response(txn, txn.request.create_response(100))
+        elif action is Action.SEND_TRYING:  # the TU sent nothing: any response stops the timer
+            self._send_response(txn, txn.request.create_response(100))
         elif action is Action.STOP_TRYING_TIMER:
             self._timers.cancel((txn.id, Input.TIMER_TRYING))
         elif action is Action.PASS_ACK:

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity; identity hashing (C) instead of Enum's
+    # Python-level hash-of-name makes every transition and timer lookup cheaper.
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -33,6 +37,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__
+
     # from the wire
     REQUEST = "request retransmission"
     ACK = "ACK"
@@ -85,6 +91,8 @@ TIMERS = frozenset(
 
 
 class Action(enum.Enum):
+    __hash__ = object.__hash__
+
     PASS_RESPONSE = "pass the response to the TU"
     PASS_ACK = "pass the ACK to the TU"
     SEND_ACK = "build the ACK for a non-2xx final and send it"
@@ -104,7 +112,7 @@ class Action(enum.Enum):
 Transition = tuple[tuple[Action, ...], State]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: there are four
 class Machine:
     name: str
     client: bool

@@ -1,11 +1,18 @@
-"""SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966).
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), and other schemes kept opaque.
 
 A parsed URI remembers the text it came from, so an untouched URI serializes byte for byte as
 received; `replace()` returns a new URI that serializes from its fields.
+
+A SIP URI is checked against the RFC 3261 grammar by one compiled expression: one pass in C is
+several times cheaper than splitting it up in Python, and the expression's possessive quantifiers
+and atomic groups keep it linear on hostile input (no backtracking blow-up). URIs of other
+schemes (`http:`, `isbn:`, `urn:` ...) are legal in From/To/Contact (RFC 3261 §25.1
+`absoluteURI`); they are parsed as `scheme` plus an opaque rest.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
@@ -13,29 +20,60 @@ from urllib.parse import unquote
 
 from callkeeper.sip.errors import ParseError
 
-# RFC 3261 §25.1: unreserved / escaped / user-unreserved for the user part, and the
-# characters allowed in a password, a parameter and a header.
+# --- grammar (RFC 3261 §25.1) ----------------------------------------------------------------
 _ESC = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
-_USER_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESC})+")
-_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESC})*")
-_PARAM_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESC})+")
-_HEADER_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})*")
-_HOSTNAME_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?")
-_IPV4_RE = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
-_IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
-_TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#().\-]+(?:;[^;?]+)*")
+_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESC})++"
+_PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]|{_ESC})*+"
+# hostname = *( domainlabel "." ) toplabel [ "." ]; labels are alphanumeric runs joined by dashes.
+# Labels are atomic, so a long label costs one pass however the match fails.
+_LABEL = r"(?>[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+)"
+_TOPLABEL = r"(?>[A-Za-z][A-Za-z0-9]*+(?:-++[A-Za-z0-9]++)*+)"
+_HOSTNAME = rf"(?:{_LABEL}\.)*{_TOPLABEL}\.?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_IPV6_REFERENCE = r"\[[0-9A-Fa-f:.]++\]"
+HOST_PATTERN = rf"(?:{_HOSTNAME}|{_IPV4}|{_IPV6_REFERENCE})"
+_PARAMCHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESC})"
+_PARAMS = rf"(?:;{_PARAMCHAR}++(?:={_PARAMCHAR}++)?)*+"
+_HNVCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})"
+_HEADERS = rf"{_HNVCHAR}++={_HNVCHAR}*+(?:&{_HNVCHAR}++={_HNVCHAR}*+)*+"
+
+# Everything after "sip:" / "sips:".
+_SIP_REST_RE = re.compile(
+    rf"(?:(?P<user>{_USER})(?::(?P<password>{_PASSWORD}))?@)?"
+    rf"(?P<host>{HOST_PATTERN})(?::(?P<port>[0-9]++))?"
+    rf"(?P<params>{_PARAMS})(?:\?(?P<headers>{_HEADERS}))?"
+)
+_HOST_RE = re.compile(HOST_PATTERN)
+_PARAM_RE = re.compile(rf"{_PARAMCHAR}++")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
+# RFC 3966 (simplified): a global or local number, then ;parameters.
+_TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#().\-]++(?:;[^;?\s]++)*+")
+# absoluteURI's rest (RFC 3261 §25.1, `uric`, plus "[]" for IPv6 literals per RFC 3986).
+_OPAQUE_RE = re.compile(rf"(?:[{_UNRESERVED};/?:@&=+$,\[\]]|{_ESC})++")
 
 
 def valid_host(host: str) -> bool:
     """True for a hostname, an IPv4 address or a bracketed IPv6 reference."""
-    if not host:
+    if _HOST_RE.fullmatch(host) is None:
         return False
-    if host[0] == "[":
-        return _IPV6_RE.fullmatch(host) is not None and host.count("::") <= 1
-    if host[-1].isdigit() and _IPV4_RE.fullmatch(host):
-        return True
-    return _HOSTNAME_RE.fullmatch(host) is not None
+    return host[0] != "[" or _valid_ipv6(host[1:-1])
+
+
+def _valid_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _port(text: str, source: str) -> int:
+    # Bounded before int(): Python refuses to convert digit strings of more than 4300 digits.
+    if len(text) > 5 or int(text) > 65535:
+        raise ParseError(f"port out of range in {source[:64]!r}")
+    return int(text)
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
@@ -43,26 +81,29 @@ def split_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ParseError(f"unterminated IPv6 reference in {text!r}")
+            raise ParseError(f"unterminated IPv6 reference in {text[:64]!r}")
         host, rest = text[: end + 1], text[end + 1 :]
     else:
         host, sep, port_text = text.partition(":")
         rest = ":" + port_text if sep else ""
     port: int | None = None
     if rest:
-        if rest[0] != ":" or not rest[1:].isdigit() or not rest[1:].isascii():
-            raise ParseError(f"bad port in {text!r}")
-        port = int(rest[1:])
-        if port > 65535:
-            raise ParseError(f"port out of range in {text!r}")
+        digits = rest[1:]
+        if rest[0] != ":" or not digits.isdigit() or not digits.isascii():
+            raise ParseError(f"bad port in {text[:64]!r}")
+        port = _port(digits, text)
     if not valid_host(host):
-        raise ParseError(f"bad host {host!r}")
+        raise ParseError(f"bad host {host[:64]!r}")
     return host, port
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class URI:
-    """A sip:, sips: or tel: URI. Parameter names are kept as written; look-ups ignore case."""
+    """A sip:, sips: or tel: URI, or another scheme's URI kept as `opaque` text.
+
+    Parameter names are kept as written; look-ups ignore case. For sip/sips, `user` and the
+    parameters keep their %-escapes as received (RFC 3261 §19.1.4 compares them unescaped).
+    """
 
     scheme: str
     user: str | None = None
@@ -72,6 +113,7 @@ class URI:
     params: tuple[tuple[str, str | None], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     _text: str | None = field(default=None, repr=False, compare=False)
+    opaque: str | None = None  # everything after "scheme:" for schemes other than sip/sips/tel
 
     # --- reading -------------------------------------------------------------------------
     def param(self, name: str, default: str | None = None) -> str | None:
@@ -84,6 +126,11 @@ class URI:
     def has_param(self, name: str) -> bool:
         lname = name.lower()
         return any(key.lower() == lname for key, _ in self.params)
+
+    @property
+    def is_sip(self) -> bool:
+        """True for sip: and sips: URIs (the ones a SIP element can route on)."""
+        return self.scheme in ("sip", "sips")
 
     @property
     def transport(self) -> str:
@@ -100,6 +147,10 @@ class URI:
     @property
     def aor(self) -> str:
         """Address of record: `scheme:user@host` with no port or parameters, user unescaped."""
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        if self.scheme == "tel":
+            return f"tel:{self.user or ''}"
         user = unquote(self.user) if self.user else None
         host = self.host.lower()
         return f"{self.scheme}:{user}@{host}" if user is not None else f"{self.scheme}:{host}"
@@ -120,6 +171,8 @@ class URI:
     def __str__(self) -> str:
         if self._text is not None:
             return self._text
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
         if self.scheme == "tel":
             out = [f"tel:{self.user or ''}"]
         else:
@@ -140,7 +193,9 @@ class URI:
         """URI comparison per RFC 3261 §19.1.4 (simplified: no default-port equivalence)."""
         if not isinstance(other, URI):
             return NotImplemented
-        if self.scheme != other.scheme or self.host.lower() != other.host.lower():
+        if self.scheme != other.scheme or self.opaque != other.opaque:
+            return False
+        if self.host.lower() != other.host.lower():
             return False
         if unquote(self.user or "") != unquote(other.user or ""):
             return False
@@ -159,57 +214,69 @@ class URI:
         return sorted(self.headers) == sorted(other.headers)
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.host.lower(), unquote(self.user or ""), self.port))
+        return hash(
+            (self.scheme, self.host.lower(), unquote(self.user or ""), self.port, self.opaque)
+        )
 
 
 def _lower(value: str | None) -> str | None:
     return value.lower() if value is not None else None
 
 
-def parse_uri(text: str) -> URI:
-    """Parse a sip:/sips:/tel: URI; raises ParseError (status 416 for other schemes)."""
+def parse_uri(text: str, *, any_scheme: bool = False) -> URI:
+    """Parse a URI; raises ParseError.
+
+    sip/sips/tel URIs are parsed into their parts. A well-formed URI of any other scheme raises
+    ParseError with status 416 (Unsupported URI Scheme) — what a Request-URI deserves — unless
+    `any_scheme` is set, as for From/To/Contact values, where it comes back opaque.
+    """
     colon = text.find(":")
     if colon <= 0:
         raise ParseError(f"not a URI: {text[:64]!r}")
-    scheme = text[:colon].lower()
+    scheme_text = text[:colon]
+    scheme = scheme_text.lower()
     rest = text[colon + 1 :]
+    if scheme == "sip" or scheme == "sips":
+        match = _SIP_REST_RE.fullmatch(rest)
+        if match is None:
+            raise ParseError(f"bad SIP URI {text[:64]!r}")
+        return _sip_uri(scheme, match, text)
     if scheme == "tel":
-        if not _TEL_RE.fullmatch(rest):
+        if _TEL_RE.fullmatch(rest) is None:
             raise ParseError(f"bad tel URI {text[:64]!r}")
         number, _, param_text = rest.partition(";")
         return URI("tel", user=number, params=_parse_params(param_text), _text=text)
-    if scheme not in ("sip", "sips"):
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+\-.]*", text[:colon]):
-            raise ParseError(f"bad URI scheme in {text[:64]!r}")
-        raise ParseError(f"unsupported URI scheme {scheme!r}", status=416)
-    header_text = ""
-    question = rest.find("?")
-    if question >= 0:
-        rest, header_text = rest[:question], rest[question + 1 :]
-    user = password = None
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1 :]
-        user, sep, pw = userinfo.partition(":")
-        if sep:
-            password = pw
-            if not _PASSWORD_RE.fullmatch(pw):
-                raise ParseError(f"bad password in {text[:64]!r}")
-        if not _USER_RE.fullmatch(user):
-            raise ParseError(f"bad user part in {text[:64]!r}")
-    hostport, _, param_text = rest.partition(";")
-    host, port = split_hostport(hostport)
-    params = _parse_params(param_text)
+    if _SCHEME_RE.fullmatch(scheme_text) is None or _OPAQUE_RE.fullmatch(rest) is None:
+        raise ParseError(f"bad URI {text[:64]!r}")
+    if not any_scheme:
+        raise ParseError(f"unsupported URI scheme {scheme[:32]!r}", status=416)
+    return URI(scheme, _text=text, opaque=rest)
+
+
+def _sip_uri(scheme: str, match: re.Match[str], text: str) -> URI:
+    host = match["host"]
+    if host[0] == "[" and not _valid_ipv6(host[1:-1]):
+        raise ParseError(f"bad IPv6 reference in {text[:64]!r}")
+    port_text = match["port"]
+    port = _port(port_text, text) if port_text is not None else None
+    params: tuple[tuple[str, str | None], ...] = ()
+    param_text = match["params"]
+    if param_text:
+        pairs: list[tuple[str, str | None]] = []
+        for item in param_text[1:].split(";"):
+            name, sep, value = item.partition("=")
+            pairs.append((name, value if sep else None))
+        params = tuple(pairs)
     headers: tuple[tuple[str, str], ...] = ()
+    header_text = match["headers"]
     if header_text:
-        pairs = []
-        for pair in header_text.split("&"):
-            name, _, value = pair.partition("=")
-            if not name or not _HEADER_RE.fullmatch(name) or not _HEADER_RE.fullmatch(value):
-                raise ParseError(f"bad URI header in {text[:64]!r}")
-            pairs.append((name, value))
-        headers = tuple(pairs)
-    return URI(scheme, user, password, host, port, params, headers, text)
+        headers = tuple(_split_header(pair) for pair in header_text.split("&"))
+    return URI(scheme, match["user"], match["password"], host, port, params, headers, text)
+
+
+def _split_header(pair: str) -> tuple[str, str]:
+    name, _, value = pair.partition("=")
+    return name, value
 
 
 def _parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
@@ -218,10 +285,10 @@ def _parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     params: list[tuple[str, str | None]] = []
     for item in text.split(";"):
         name, sep, value = item.partition("=")
-        if not name or not _PARAM_RE.fullmatch(name):
+        if _PARAM_RE.fullmatch(name) is None:
             raise ParseError(f"bad URI parameter {item[:64]!r}")
         if sep:
-            if not _PARAM_RE.fullmatch(value):
+            if _PARAM_RE.fullmatch(value) is None:
                 raise ParseError(f"bad URI parameter value {item[:64]!r}")
             params.append((name, value))
         else:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 
-from callkeeper.sip.address import format_params, is_token, parse_params
+from callkeeper.sip.address import PARAMS_RE, TOKEN, format_params, parse_params
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.uri import split_hostport
+from callkeeper.sip.uri import HOST_PATTERN, split_hostport
 
 MAGIC_COOKIE = "z9hG4bK"
+
+# sent-protocol LWS sent-by: SLASH and COLON allow white space around them (SWS "/" SWS).
+_SENT_RE = re.compile(
+    rf"[ \t]*+(?P<name>{TOKEN})[ \t]*+/[ \t]*+(?P<version>{TOKEN})[ \t]*+/[ \t]*+"
+    rf"(?P<transport>{TOKEN})[ \t]++(?P<host>{HOST_PATTERN})"
+    rf"(?:[ \t]*+:[ \t]*+(?P<port>[0-9]++))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,34 +71,43 @@ class Via:
         return f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
 
 
+def via_sent_by(text: str) -> tuple[str, int | None] | None:
+    """Where a response to this via-parm goes, if its sent-protocol and sent-by parse.
+
+    Looser than `parse_via`: the parameters after the sent-by are not looked at, so a request
+    whose Via parameters are garbage (RFC 4475 §3.1.2.1) can still be answered with a 400.
+    """
+    match = _SENT_RE.match(text)
+    if match is None or text[match.end() : match.end() + 1] not in ("", ";", " ", "\t", ","):
+        return None
+    try:
+        return split_hostport(match["host"] + (f":{match['port']}" if match["port"] else ""))
+    except ParseError:
+        return None
+
+
 def parse_via(text: str) -> Via:
     """Parse one via-parm; raises ParseError."""
-    value = text.strip()
-    slash1 = value.find("/")
-    slash2 = value.find("/", slash1 + 1)
-    if slash1 < 0 or slash2 < 0:
-        raise ParseError(f"bad Via {value[:64]!r}")
-    name = value[:slash1].strip()
-    version = value[slash1 + 1 : slash2].strip()
-    rest = value[slash2 + 1 :].lstrip()
-    space = 0
-    while space < len(rest) and rest[space] not in " \t":
-        space += 1
-    transport = rest[:space]
-    rest = rest[space:].lstrip()
-    if not is_token(name) or not is_token(version) or not is_token(transport):
-        raise ParseError(f"bad Via protocol in {value[:64]!r}")
-    semi = rest.find(";")
-    hostport = (rest if semi < 0 else rest[:semi]).strip()
-    hostport = hostport.replace(" ", "").replace("\t", "")  # LWS allowed around ':'
-    host, port = split_hostport(hostport)
-    params = parse_params(rest[semi:]) if semi >= 0 else ()
-    for key, param_value in params:
+    match = _SENT_RE.match(text)
+    if match is None:
+        raise ParseError(f"bad Via {text[:64]!r}")
+    rest = text[match.end() :]
+    if rest and PARAMS_RE.fullmatch(rest) is None:
+        raise ParseError(f"bad Via parameters {text[:64]!r}")
+    host = match["host"]
+    port_text = match["port"]
+    if host[0] == "[" or port_text is not None:
+        host, port = split_hostport(host if port_text is None else f"{host}:{port_text}")
+    else:
+        port = None
+    params = parse_params(rest) if rest else ()
+    for key, value in params:
         lkey = key.lower()
-        if lkey == "branch" and not param_value:
+        if lkey == "branch" and not value:
             raise ParseError("Via branch without value")
-        if lkey == "rport" and param_value is not None and not param_value.isdigit():
+        if lkey == "rport" and value is not None and not value.isdigit():
             raise ParseError("bad Via rport")
-        if lkey == "ttl" and (param_value is None or not param_value.isdigit()):
+        if lkey == "ttl" and (value is None or not value.isdigit() or len(value) > 3):
             raise ParseError("bad Via ttl")
-    return Via(transport.upper(), host, port, params, f"{name}/{version}", value)
+    protocol = f"{match['name']}/{match['version']}"
+    return Via(match["transport"].upper(), host, port, params, protocol, text.strip(" \t"))
