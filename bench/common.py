@@ -64,7 +64,9 @@ class SippResult:
 
     @property
     def clean(self) -> bool:
-        return self.failed == 0 and self.retransmissions == 0 and self.successful == self.calls
+        """Every call succeeded. (Retransmissions are reported, not failed on: on this shared
+        VM a scheduling stall of either process shows up as a handful of them.)"""
+        return self.failed == 0 and self.successful == self.calls
 
 
 def run_sipp(

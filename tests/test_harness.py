@@ -254,7 +254,7 @@ def _invite_then_cut_alice_to_bob(final: int) -> tuple[Simulation, SipNode, SipN
 
 
 def test_uas_gives_up_retransmitting_its_2xx_after_64_t1_without_ack() -> None:
-    sim, alice, bob, uac, uas = _invite_then_cut_alice_to_bob(200)
+    _, alice, bob, uac, uas = _invite_then_cut_alice_to_bob(200)
     resent = [s.data for s in bob.sent if s.retransmission]
     assert len(resent) == 10 and uas.acks == [] and uas.retransmitting == 0
     assert uac.acks_sent == 11  # alice ACKed the 2xx and each retransmission (all lost)
@@ -262,7 +262,7 @@ def test_uas_gives_up_retransmitting_its_2xx_after_64_t1_without_ack() -> None:
 
 
 def test_server_reports_timer_h_when_the_ack_never_arrives() -> None:
-    sim, alice, bob, uac, uas = _invite_then_cut_alice_to_bob(486)
+    _, alice, bob, _, uas = _invite_then_cut_alice_to_bob(486)
     assert len(uas.timeouts) == 1
     assert bob.received(TransactionTimedOut)[0].timer == "H"
     assert len(alice.layer) == 0 and len(bob.layer) == 0

@@ -168,7 +168,8 @@ def test_port_in_use_is_reported_with_its_key(tmp_path) -> None:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     assert result.returncode == 2
-    assert "sip.listen.0" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("callkeeper:")]
+    assert len(errors) == 1 and "sip.listen.0" in errors[0] and "bind" in errors[0], result.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _install_uvloop()
     try:
-        asyncio.run(run_server(config))
+        asyncio.run(run_server(config, args.config))
     except StartupError as error:
         print(f"callkeeper: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG

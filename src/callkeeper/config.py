@@ -129,7 +129,8 @@ class RecoverySection(BaseModel):
 class MediaSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["relay", "rtpengine", "off"] = "relay"
+    # relay and rtpengine arrive with the media plane; until then the B2BUA passes SDP through.
+    mode: Literal["relay", "rtpengine", "off"] = "off"
     rtp_ports: str = "20000-29999"
     rtpengine: str = "udp:127.0.0.1:2223"
 
@@ -185,6 +186,30 @@ class LogSection(BaseModel):
     format: Literal["console", "json"] = "console"
 
 
+class RegistrarSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_expires: int = Field(default=60, gt=0, le=3600)
+    default_expires: int = Field(default=3600, gt=0)
+    max_expires: int = Field(default=7200, gt=0)
+    max_contacts: int = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegistrarSection:
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need min_expires <= default_expires <= max_expires")
+        return self
+
+
+class AuthSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_failures: int = Field(default=3, gt=0)  # consecutive failures per (user, IP) before 403
+    failure_window: float = Field(default=60.0, gt=0)
+    block_time: float = Field(default=300.0, ge=0)
+    nonce_ttl: float = Field(default=300.0, gt=0)
+
+
 class UserConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -231,6 +256,8 @@ class Config(BaseSettings):
     store: StoreSection = Field(default_factory=StoreSection)
     api: ApiSection = Field(default_factory=ApiSection)
     log: LogSection = Field(default_factory=LogSection)
+    registrar: RegistrarSection = Field(default_factory=RegistrarSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
     users: list[UserConfig] = Field(default_factory=list)
     trunks: list[TrunkConfig] = Field(default_factory=list)
     ivr: IvrSection = Field(default_factory=IvrSection)
@@ -286,6 +313,13 @@ def load_config(path: Path | None) -> Config:
         config.sip.tls_key = _resolve(base, config.sip.tls_key, "sip.tls_key")
     if config.ivr.script is not None:
         config.ivr.script = base / config.ivr.script
+    # Users' static contacts, mobiles and trunk URIs are checked where they are parsed.
+    from callkeeper.directory import Directory, DirectoryError
+
+    try:
+        Directory.from_config(config)
+    except DirectoryError as error:
+        raise ConfigError(f"{path}: {error}" if path is not None else str(error)) from None
     return config
 
 

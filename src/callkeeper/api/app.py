@@ -7,6 +7,7 @@ serving SIP never calls into prometheus_client.
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
@@ -69,6 +70,20 @@ class CoreCollector(Collector):
         for name, manager in sorted(self._driver.streams.items()):
             connections.add_metric([name], len(manager))
         yield connections
+        now = self._driver.loop.time()
+        yield GaugeMetricFamily(
+            "callkeeper_calls_active", "Calls in progress (any state but ended)",
+            value=len(self._core.b2bua),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "callkeeper_calls_completed", "Calls that have ended", value=self._core.calls_completed
+        )
+        endpoints = GaugeMetricFamily(
+            "callkeeper_endpoints", "Endpoints by liveness state", labels=["state"]
+        )
+        for state, count in self._core.endpoint_counts(now).items():
+            endpoints.add_metric([state], count)
+        yield endpoints
         yield CounterMetricFamily(
             "callkeeper_core_errors", "Unexpected exceptions caught around the core (bugs)",
             value=self._driver.errors,
@@ -85,6 +100,9 @@ class ApiServer:
         self.app = web.Application(middlewares=[self._auth])
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/api/v1/calls", self.list_calls)
+        self.app.router.add_get("/api/v1/calls/{id}", self.get_call)
+        self.app.router.add_get("/api/v1/endpoints", self.list_endpoints)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -103,6 +121,22 @@ class ApiServer:
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def _wall(self, monotonic: float) -> float:
+        # The core keeps the loop's monotonic clock; clients want Unix time.
+        return round(time.time() - self.driver.loop.time() + monotonic, 3)
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        return web.json_response(self.core.calls_view(self._wall))
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        view = self.core.call_view(request.match_info["id"], self._wall)
+        if view is None:
+            return web.json_response({"error": "no such call"}, status=404)
+        return web.json_response(view)
+
+    async def list_endpoints(self, request: web.Request) -> web.Response:
+        return web.json_response(self.core.endpoints_view(self.driver.loop.time(), self._wall))
 
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)

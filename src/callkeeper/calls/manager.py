@@ -1,17 +1,41 @@
 """The call manager: the pure core that the io driver feeds.
 
-It owns the SIP endpoint and decides what every request gets. For now that is the element-wide
-policy of RFC 3261 §8.2 — 420 for an unsupported Require, 405/501 for methods we do not serve,
-200 with our capabilities for OPTIONS, 481 for requests inside dialogs we do not have — on top of
-which the registrar, the B2BUA and the recovery engine are built.
+It owns the SIP endpoint, the registrar and the B2BUA, and decides what every request gets:
+the element-wide policy of RFC 3261 §8.2 first (420 for an unsupported Require, 405/501 for
+methods we do not serve, 483 when Max-Forwards ran out, 482 for a call that looped back to us),
+then authentication (digest, or a trusted source), then the registrar for REGISTER and the
+B2BUA for INVITE and everything inside a call. OPTIONS keep-alive probes are answered
+statelessly. Outputs are the endpoint's wire commands, then the registrar's persistence
+commands; `next_event()` yields what the API and metrics want to know.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
+from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
+from callkeeper.calls.events import CallEnded, CallEvent
+from callkeeper.calls.locals import LocalAddresses
+from callkeeper.calls.model import LegState
+from callkeeper.calls.views import Wall, binding_view, call_view, static_view
 from callkeeper.config import Config
+from callkeeper.directory import (
+    AuthPolicy,
+    AuthSettings,
+    Binding,
+    Directory,
+    NotFound,
+    NumberTarget,
+    Registrar,
+    RegistrarCommand,
+    RegistrarEvent,
+    RegistrarSettings,
+    UserTarget,
+)
 from callkeeper.sip import capabilities
+from callkeeper.sip.digest import DigestAuthenticator
 from callkeeper.sip.endpoint import (
     ConnectionClosed,
     KeepaliveReceived,
@@ -19,6 +43,7 @@ from callkeeper.sip.endpoint import (
     StatelessRequestReceived,
     WireCommand,
 )
+from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
@@ -29,30 +54,99 @@ from callkeeper.sip.transaction_events import (
     ResponseReceived,
     TransactionTerminated,
     TransactionTimedOut,
-    TransportFailed,
 )
 from callkeeper.sip.transaction_messages import IdSource
 from callkeeper.sip.transport import Flow
+from callkeeper.sip.uri import URI
+
+RandomBytes = Callable[[int], bytes]
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80}
+# Out-of-dialog requests of these methods only make sense inside a dialog we do not have.
+_DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
+
+ManagerEvent = CallEvent | RegistrarEvent
 
 
 class CallManager:
-    def __init__(self, config: Config, ids: IdSource) -> None:
+    def __init__(
+        self, config: Config, ids: IdSource, random_bytes: RandomBytes, secret: bytes
+    ) -> None:
         self.config = config
-        timers = TimerSettings(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
+        self.ids = ids
+        self.random_bytes = random_bytes
+        self.timer_settings = TimerSettings(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
         self.endpoint = SipEndpoint(
-            timers, ids, user_agent=config.sip.user_agent, stateless_methods=frozenset({"OPTIONS"})
-        )
-        self.local_addresses: dict[str, list[tuple[str, int]]] = {}
-        self._commands: deque[object] = deque()
+            self.timer_settings, ids, user_agent=config.sip.user_agent,
+            stateless_methods=frozenset({"OPTIONS"}),
+        )  # fmt: skip
+        self.local = LocalAddresses(config.sip.domain)
+        listen_hosts = [address.host for address in config.sip.listen]
+        self.directory = Directory.from_config(config, local_hosts=listen_hosts)
+        self.registrar = Registrar(RegistrarSettings.from_config(config))
+        auth_settings = AuthSettings.from_config(config)
+        authenticator = DigestAuthenticator(secret, config.sip.domain, auth_settings.nonce_ttl)
+        self.auth = AuthPolicy.from_settings(self.directory, authenticator, auth_settings)
+        self.b2bua = B2BUA(self.endpoint, self.local, ids, self.timer_settings,
+                           user_agent=config.sip.user_agent)  # fmt: skip
+        self.calls_completed = 0
+        self._commands: deque[RegistrarCommand] = deque()
+        self._events: deque[ManagerEvent] = deque()
 
     @classmethod
-    def from_config(cls, config: Config, ids: IdSource) -> CallManager:
-        return cls(config, ids)
+    def from_config(
+        cls, config: Config, ids: IdSource, random_bytes: RandomBytes, secret: bytes
+    ) -> CallManager:
+        return cls(config, ids, random_bytes, secret)
 
     def add_local_address(self, transport: str, address: tuple[str, int]) -> None:
-        self.local_addresses.setdefault(transport, []).append(address)
+        self.local.add(transport, address)
 
-    # --- views ----------------------------------------------------------------------------------
+    def reload(self, config: Config) -> None:
+        """SIGHUP: a new directory (users, trunks, trusted sources); calls and bindings stay."""
+        listen_hosts = [address.host for address in config.sip.listen]
+        self.directory = Directory.from_config(config, local_hosts=listen_hosts)
+        self.auth.directory = self.directory
+        self.config = config
+
+    def restore_bindings(self, bindings: list[Binding], now: float) -> int:
+        restored = self.registrar.restore(bindings, now)
+        self._drain_registrar()
+        return restored
+
+    # --- views ------------------------------------------------------------------------------
+    def calls_view(self, wall: Wall) -> list[dict[str, Any]]:
+        return [call_view(call, wall) for call in self.b2bua.calls.values()]
+
+    def call_view(self, call_id: str, wall: Wall) -> dict[str, Any] | None:
+        call = self.b2bua.calls.get(call_id)
+        return call_view(call, wall) if call is not None else None
+
+    def _calls_by_endpoint(self) -> dict[str, list[str]]:
+        by_endpoint: dict[str, list[str]] = {}
+        for call in self.b2bua.calls.values():
+            for leg in call.legs():
+                if leg.endpoint is not None and leg.state is not LegState.TERMINATED:
+                    by_endpoint.setdefault(leg.endpoint, []).append(call.id)
+        return by_endpoint
+
+    def endpoints_view(self, now: float, wall: Wall) -> list[dict[str, Any]]:
+        """Registered contacts and static contacts. Until the liveness monitor watches them, a
+        live registration counts as alive and a static contact's state is unknown."""
+        calls = self._calls_by_endpoint()
+        views = [
+            binding_view(binding, "alive", calls.get(binding.endpoint_id, []), wall)
+            for binding in self.registrar.all_bindings()
+            if binding.is_live(now)
+        ]
+        for static in self.directory.all_static_contacts():
+            views.append(static_view(static, "unknown", None, calls.get(static.endpoint_id, []), wall))
+        return views
+
+    def endpoint_counts(self, now: float) -> dict[str, int]:
+        counts = {"alive": 0, "suspect": 0, "down": 0}
+        counts["alive"] = sum(1 for b in self.registrar.all_bindings() if b.is_live(now))
+        return counts
+
     @property
     def sip_stats(self) -> SipStats:
         return self.endpoint.stats
@@ -61,7 +155,7 @@ class CallManager:
     def transaction_count(self) -> int:
         return self.endpoint.transaction_count
 
-    # --- inputs (from the driver) -----------------------------------------------------------------
+    # --- inputs (from the driver) -----------------------------------------------------------
     def receive_datagram(self, data: bytes, flow: Flow, now: float) -> None:
         self.endpoint.receive_datagram(data, flow, now)
         self._process(now)
@@ -76,64 +170,185 @@ class CallManager:
 
     def handle_timer(self, now: float) -> None:
         self.endpoint.handle_timer(now)
+        self.registrar.handle_timer(now)
+        self.b2bua.handle_timer(now)
         self._process(now)
 
     def get_timer(self) -> float | None:
-        return self.endpoint.get_timer()
+        deadlines = [
+            deadline
+            for deadline in (
+                self.endpoint.get_timer(), self.registrar.get_timer(), self.b2bua.get_timer()
+            )
+            if deadline is not None
+        ]  # fmt: skip
+        return min(deadlines) if deadlines else None
 
-    def next_command(self) -> WireCommand | object | None:
+    def next_command(self) -> WireCommand | RegistrarCommand | None:
         command = self.endpoint.next_command()
         if command is not None:
             return command
         return self._commands.popleft() if self._commands else None
 
-    # --- event handling ---------------------------------------------------------------------------
+    def next_event(self) -> ManagerEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # --- event handling ---------------------------------------------------------------------
     def _process(self, now: float) -> None:
         endpoint = self.endpoint
+        b2bua = self.b2bua
         while (event := endpoint.next_event()) is not None:
-            event_type = type(event)
-            if event_type is StatelessRequestReceived:
+            kind = type(event)
+            if kind is StatelessRequestReceived:
                 assert isinstance(event, StatelessRequestReceived)
-                response = self._policy_response(event.request)
-                endpoint.send_stateless_response(response, event.flow)
-            elif event_type is RequestReceived:
+                endpoint.send_stateless_response(self._options_response(event.request), event.flow)
+            elif kind is RequestReceived:
                 assert isinstance(event, RequestReceived)
-                if event.transaction_id is not None:
-                    self._answer_request(event.request, event.transaction_id, now)
-                # else: an ACK for a 2xx — no dialogs of ours yet to pass it to.
-            elif event_type is CancelReceived:
+                if event.request.method == "ACK":
+                    b2bua.receive_ack(event.request, now)
+                elif event.transaction_id is not None:
+                    self._request(event.request, event.transaction_id, event.flow, now)
+            elif kind is ResponseReceived:
+                assert isinstance(event, ResponseReceived)
+                b2bua.receive_response(event.transaction_id, event.response, now)
+            elif kind is CancelReceived:
                 assert isinstance(event, CancelReceived)
-                # Every INVITE is answered at once today, so there is never anything left to
-                # cancel: the transaction layer already matched it or it did not exist (§9.2).
-                status = 200 if event.cancelled_transaction_id is not None else 481
-                response = event.request.create_response(status, to_tag=endpoint.new_tag())
-                endpoint.send_response(response, now, event.transaction_id)
-            elif event_type in (
-                ResponseReceived,
-                TransactionTimedOut,
-                TransportFailed,
-                TransactionTerminated,
-                KeepaliveReceived,
-                ConnectionClosed,
-            ):
-                pass  # no client transactions, liveness or flows to track yet
+                b2bua.receive_cancel(event.transaction_id, event.cancelled_transaction_id,
+                                     event.request, now)  # fmt: skip
+            elif kind is TransactionTimedOut:
+                assert isinstance(event, TransactionTimedOut)
+                b2bua.transaction_timed_out(event.transaction_id, now)
+            elif kind is TransactionTerminated:
+                assert isinstance(event, TransactionTerminated)
+                b2bua.transaction_terminated(event.transaction_id)
+            elif kind is ConnectionClosed:
+                assert isinstance(event, ConnectionClosed)
+                self.registrar.connection_closed(event.flow)
+            elif kind is KeepaliveReceived:
+                pass  # signs of life: the liveness monitor's input
+            # TransportFailed: the transaction times out on its own timers.
+        self._drain_registrar()
+        while (call_event := b2bua.next_event()) is not None:
+            if isinstance(call_event, CallEnded):
+                self.calls_completed += 1
+            self._events.append(call_event)
 
-    def _answer_request(self, request: Request, transaction_id: int, now: float) -> None:
-        self.endpoint.send_response(self._policy_response(request), now, transaction_id)
+    def _drain_registrar(self) -> None:
+        registrar = self.registrar
+        while (command := registrar.next_command()) is not None:
+            self._commands.append(command)
+        while (event := registrar.next_event()) is not None:
+            self._events.append(event)
 
-    def _policy_response(self, request: Request) -> Response:
+    # --- requests ---------------------------------------------------------------------------------
+    def _request(self, request: Request, transaction_id: int, flow: Flow, now: float) -> None:
         endpoint = self.endpoint
-        tag = endpoint.new_tag()
+        if self._has_to_tag(request):
+            if self.b2bua.knows_dialog(request):
+                self.b2bua.receive_in_dialog(request, transaction_id, flow, now)
+            else:
+                self._reply(request, transaction_id, 481, now, tag=False)
+            return
+        response = self._element_policy(request)
+        if response is not None:
+            endpoint.send_response(response, now, transaction_id)
+            return
+        method = request.method
+        if method in _DIALOG_ONLY:
+            self._reply(request, transaction_id, 481, now)
+            return
+        if method not in ("REGISTER", "INVITE"):
+            # SUBSCRIBE (message-summary arrives with voicemail), MESSAGE: not served yet.
+            self._reply(request, transaction_id, 489 if method == "SUBSCRIBE" else 405, now)
+            return
+        decision = self.auth.check(request, flow, now, self.random_bytes(16))
+        if decision.response is not None:
+            endpoint.send_response(decision.response, now, transaction_id)
+            return
+        if method == "REGISTER":
+            assert decision.user is not None
+            reply = self.registrar.handle_register(request, flow, decision.user, now,
+                                                   to_tag=endpoint.new_tag())  # fmt: skip
+            endpoint.send_response(reply, now, transaction_id)
+            return
+        self._invite(request, transaction_id, flow, decision.user, now)
+
+    def _invite(
+        self, request: Request, transaction_id: int, flow: Flow, caller: str | None, now: float
+    ) -> None:
+        target = self.directory.resolve(request.uri)
+        if isinstance(target, NotFound):
+            self._reply(request, transaction_id, target.status, now)
+            return
+        if isinstance(target, UserTarget):
+            name = target.user.name
+            contacts = self._user_contacts(name, now)
+            to_uri = URI("sip", user=name, host=self.local.domain)
+            call_target = CallTarget(name, to_uri, tuple(contacts))
+        else:
+            assert isinstance(target, NumberTarget)
+            trunk_uri = target.trunk.uri
+            uri = trunk_uri.replace(user=target.number)
+            contact = Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
+            call_target = CallTarget(target.number, uri, (contact,))
+        self.b2bua.start_call(request, transaction_id, flow, caller, call_target, now)
+
+    def _user_contacts(self, user: str, now: float) -> list[Contact]:
+        contacts = [
+            Contact(binding.request_uri, self._complete_flow(binding.next_hop()),
+                    endpoint=binding.endpoint_id, user=user)
+            for binding in self.registrar.contacts_of(user, now)
+        ]  # fmt: skip
+        for static in self.directory.static_contacts(user):
+            flow = self._flow_for_uri(static.uri)
+            contacts.append(Contact(static.uri, flow, endpoint=static.endpoint_id, user=user))
+        return contacts
+
+    def _flow_for_uri(self, uri: URI) -> Flow:
+        """The flow to a URI's host and port (IP literals; names are resolved by the operator's
+        DNS before they reach the config — see docs/architecture.md)."""
+        transport = uri.transport if uri.transport in _DEFAULT_PORTS else "udp"
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        port = uri.port or _DEFAULT_PORTS[transport]
+        return Flow(transport, (host, port), self.local.local_for(transport))
+
+    def _complete_flow(self, flow: Flow) -> Flow:
+        if flow.local[1] == 0:
+            return Flow(flow.transport, flow.remote, self.local.local_for(flow.transport), flow.connection)
+        return flow
+
+    def _element_policy(self, request: Request) -> Response | None:
+        """RFC 3261 §8.2 checks every out-of-dialog request passes before anything else."""
+        tag = self.endpoint.new_tag()
         response = capabilities.extension_response(request, tag) or capabilities.method_response(
             request, tag
         )
-        if response is None:
-            if request.method == "OPTIONS" and request.to_addr.tag is None:
-                response = capabilities.options_response(request, tag, endpoint.user_agent)
-            elif request.to_addr.tag is not None:
-                response = request.create_response(481)  # no dialogs exist yet
-            elif request.method == "INVITE":
-                response = request.create_response(480, to_tag=tag)
-            else:
-                response = request.create_response(403, to_tag=tag)
-        return response
+        if response is not None:
+            return response
+        if request.method == "INVITE":
+            if request.headers.get("max-forwards", "70") == "0":
+                return request.create_response(483, to_tag=tag)
+            if self.b2bua.is_own_call_id(request.call_id):
+                return request.create_response(482, to_tag=tag)
+        return None
+
+    def _options_response(self, request: Request) -> Response:
+        tag = self.endpoint.new_tag()
+        return capabilities.extension_response(request, tag) or capabilities.options_response(
+            request, tag, self.endpoint.user_agent
+        )
+
+    def _reply(self, request: Request, transaction_id: int, status: int, now: float, *, tag: bool = True) -> None:
+        to_tag = self.endpoint.new_tag() if tag else None
+        self.endpoint.send_response(request.create_response(status, to_tag=to_tag), now, transaction_id)
+
+    @staticmethod
+    def _has_to_tag(request: Request) -> bool:
+        raw = request.headers.get("to") or ""
+        if "tag" not in raw.lower():
+            return False
+        try:
+            return request.to_addr.tag is not None
+        except ParseError:
+            return False
+

@@ -7,15 +7,18 @@ stops, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from callkeeper.api.app import ApiServer
 from callkeeper.calls.manager import CallManager
-from callkeeper.config import Config
+from callkeeper.config import Config, ConfigError, load_config
+from callkeeper.directory import DirectoryError
 from callkeeper.io.driver import Driver
 from callkeeper.io.stream import (
     StreamManager,
@@ -23,7 +26,9 @@ from callkeeper.io.stream import (
     client_ssl_context,
     server_ssl_context,
 )
+from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.udp import open_udp
+from callkeeper.store import Store, open_store
 from callkeeper.sip.transaction_messages import counter_ids
 
 log = structlog.get_logger(__name__)
@@ -41,6 +46,9 @@ class RunningServer:
     driver: Driver
     core: CallManager
     api: ApiServer | None
+    config_path: Path | None = None
+    store: Store | None = None
+    persistence: BindingPersistence | None = None
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -51,15 +59,34 @@ class RunningServer:
         if self.api is not None:
             await self.api.stop()
         self.driver.close()
+        if self.persistence is not None:
+            await self.persistence.flush()
+        if self.store is not None:
+            await self.store.close()
 
 
-async def start_server(config: Config, *, api: bool = True) -> RunningServer:
+async def start_server(
+    config: Config, *, api: bool = True, config_path: Path | None = None
+) -> RunningServer:
     # Tags, branches and Call-IDs: a random per-process prefix and a counter — unique, and not
     # guessable across restarts.
-    core = CallManager.from_config(config, counter_ids(secrets.token_hex(4)))
+    core = CallManager.from_config(
+        config, counter_ids(secrets.token_hex(4)), os.urandom, secret=secrets.token_bytes(32)
+    )
     driver = Driver(core)
+    store = open_store(config.store.url)
+    persistence = BindingPersistence(store, driver.loop)
+    driver.extra_sinks.append(persistence)
+    try:
+        restored = core.restore_bindings(await persistence.load(), driver.loop.time())
+    except Exception as error:
+        await store.close()
+        raise StartupError(f"store.url: cannot read registrations from {config.store.url}: {error}") from None
+    log.info("registrations restored", count=restored)
     timeouts = StreamTimeouts(idle=config.sip.tcp_idle_timeout, message=config.sip.tcp_message_timeout)
-    running = RunningServer(config, driver, core, None)
+    running = RunningServer(
+        config, driver, core, None, config_path=config_path, store=store, persistence=persistence
+    )
     try:
         for index, address in enumerate(config.sip.listen):
             key = f"sip.listen.{index}"
@@ -85,14 +112,16 @@ async def start_server(config: Config, *, api: bool = True) -> RunningServer:
                 else:
                     raise StartupError(f"{key}: {address}: the ws transport is not available yet")
             except OSError as error:
-                raise StartupError(f"{key}: cannot listen on {address}: {error.strerror}") from None
+                raise StartupError(f"{key}: cannot listen on {address}: {error.strerror or error}") from None
         if api:
             host, port = config.api.host_port
             running.api = ApiServer(core, driver, config.api.token)
             try:
                 await running.api.start(host, port)
             except OSError as error:
-                raise StartupError(f"api.listen: cannot listen on {config.api.listen}: {error.strerror}") from None
+                raise StartupError(
+                    f"api.listen: cannot listen on {config.api.listen}: {error.strerror or error}"
+                ) from None
     except BaseException:
         await running.close()
         raise
@@ -100,12 +129,25 @@ async def start_server(config: Config, *, api: bool = True) -> RunningServer:
     return running
 
 
-async def run_server(config: Config) -> None:
-    running = await start_server(config)
+def _reload(running: RunningServer) -> None:
+    """SIGHUP: re-read the config file; users, trunks and trusted sources change, calls stay."""
+    path = running.config_path
+    try:
+        config = load_config(path)
+        running.core.reload(config)
+    except (ConfigError, DirectoryError) as error:
+        log.error("reload failed, keeping the running configuration", error=str(error))
+        return
+    log.info("configuration reloaded", users=len(config.users), trunks=len(config.trunks))
+
+
+async def run_server(config: Config, config_path: Path | None = None) -> None:
+    running = await start_server(config, config_path=config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(running))
     log.info("callkeeper started", sip=[str(a) for a in config.sip.listen], api=config.api.listen)
     await stop.wait()
     log.info("shutting down")

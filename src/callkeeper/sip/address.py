@@ -9,9 +9,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
+from typing import Any
 
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.uri import URI, parse_uri
+from callkeeper.sip.uri import (
+    HOST_PATTERN,
+    SIP_URI_PATTERN,
+    URI,
+    parse_uri,
+    sip_uri_from_groups,
+    split_plain_params,
+)
 
 # RFC 3261 §25.1. `token` characters; a quoted-string is qdtext (anything but DQUOTE and
 # backslash: control characters were already refused for the whole header section) or a
@@ -25,15 +33,23 @@ _LWS = r"[ \t]*+"
 # alternative that fits must be the longest one.
 _GEN_VALUE = rf"(?:{QUOTED_STRING}|\[[0-9A-Fa-f:.]++\]|[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+|{TOKEN})"
 _PARAM = rf"{_LWS};{_LWS}({TOKEN})(?:{_LWS}={_LWS}({_GEN_VALUE}))?"
-PARAMS_RE = re.compile(rf"(?:{_PARAM})*+{_LWS}")
+PARAMS_PATTERN = rf"(?:{_PARAM})*+{_LWS}"
+PARAMS_RE = re.compile(PARAMS_PATTERN)
 _PARAM_RE = re.compile(_PARAM)
 _TOKEN_RE = re.compile(TOKEN)
+_DISPLAY = rf"(?:({QUOTED_STRING})|({TOKEN}(?:[ \t]++{TOKEN})*+))?"
 
 # [display-name] LAQUOT addr-spec RAQUOT, then whatever follows (the parameters).
-_NAME_ADDR_RE = re.compile(
-    rf"(?:(?P<quoted>{QUOTED_STRING})|(?P<tokens>{TOKEN}(?:[ \t]++{TOKEN})*+))?"
-    rf"{_LWS}<(?P<uri>[^<>]*+)>(?P<params>.*+)",
-    re.DOTALL,
+_NAME_ADDR_RE = re.compile(rf"{_DISPLAY}{_LWS}<([^<>]*+)>(.*+)", re.DOTALL)
+# The common case in one pass: a name-addr holding a SIP URI, or a SIP addr-spec (which may not
+# contain ';', '?' or ',': its parameters are the header's), each followed by parameters.
+_SIP_NAME_ADDR_RE = re.compile(
+    rf"{_DISPLAY}{_LWS}<({SIP_URI_PATTERN})>({PARAMS_PATTERN})", re.DOTALL
+)
+_SIP_ADDR_SPEC_RE = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):(?:((?:[A-Za-z0-9\-_.!~*'()&=+$/]|%[0-9A-Fa-f]{2})++)"
+    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})*+))?@)?"
+    rf"({HOST_PATTERN})(?::([0-9]++))?({PARAMS_PATTERN})"
 )
 
 
@@ -47,7 +63,19 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
         return ()
     if PARAMS_RE.fullmatch(text) is None:
         raise ParseError(f"bad parameters {text[:64]!r}")
-    return tuple((m[1], m[2]) for m in _PARAM_RE.finditer(text))
+    return split_params(text)
+
+
+def split_params(text: str) -> tuple[tuple[str, str | None], ...]:
+    """The pairs of a parameter list that already matched `PARAMS_PATTERN`."""
+    if '"' in text:  # a quoted value may hold ';' or '=': let the grammar cut it up
+        return tuple((m[1], m[2]) for m in _PARAM_RE.finditer(text))
+    if " " in text or "\t" in text:
+        return tuple(
+            (name.strip(" \t"), value.strip(" \t") if sep else None)
+            for name, sep, value in (item.partition("=") for item in text.split(";")[1:])
+        )
+    return split_plain_params(text)
 
 
 def format_params(params: tuple[tuple[str, str | None], ...]) -> str:
@@ -96,6 +124,16 @@ class Address:
         return f"{name}<{self.uri}>{format_params(self.params)}"
 
 
+# Parsed addresses by their exact text. Address and URI are immutable, so one parsed value can
+# serve every message that carries the same text: the To, Contact and Route values of a busy
+# server repeat all the time (retransmissions, in-dialog requests, re-registrations), and a
+# look-up costs a fraction of a parse. Bounded (cleared when full) and limited to short values,
+# so hostile traffic can only make it miss, not grow.
+_MEMO: dict[str, Address] = {}
+MEMO_SIZE = 4096
+_MEMO_TEXT_MAX = 256
+
+
 def parse_address(text: str) -> Address:
     """Parse a name-addr or addr-spec with header parameters; raises ParseError.
 
@@ -103,17 +141,41 @@ def parse_address(text: str) -> Address:
     addr-spec — a URI without <> — may not contain ',', '?' or ';' (RFC 3261 §20.10): a ';'
     after it starts the header's parameters.
     """
+    address = _MEMO.get(text)
+    if address is None:
+        address = _parse_address(text)
+        if len(text) <= _MEMO_TEXT_MAX and MEMO_SIZE:
+            if len(_MEMO) >= MEMO_SIZE:
+                _MEMO.clear()
+            _MEMO[text] = address
+    return address
+
+
+def _parse_address(text: str) -> Address:
     value = text.strip(" \t")
+    match = _SIP_NAME_ADDR_RE.fullmatch(value)
+    if match is not None:
+        groups = match.groups()
+        uri = sip_uri_from_groups(groups[3:10], groups[2])
+        param_text = groups[10]
+        return new_address(
+            uri, groups[0] or groups[1], split_params(param_text) if param_text else (), value
+        )
+    match = _SIP_ADDR_SPEC_RE.fullmatch(value)
+    if match is not None:
+        groups = match.groups()
+        uri_text = value[: match.end(5) if groups[4] is not None else match.end(4)]
+        uri = sip_uri_from_groups((*groups[:5], None, None), uri_text)
+        param_text = groups[5]
+        return new_address(uri, None, split_params(param_text) if param_text else (), value)
     if not value:
         raise ParseError("empty address")
     if "<" in value:
         match = _NAME_ADDR_RE.fullmatch(value)
         if match is None:
             raise ParseError(f"bad name-addr {value[:64]!r}")
-        display = match["quoted"] or match["tokens"]
-        uri = parse_uri(match["uri"], any_scheme=True)
-        params = parse_params(match["params"])
-        return Address(uri, display, params, value)
+        uri = parse_uri(match[3], any_scheme=True)
+        return Address(uri, match[1] or match[2], parse_params(match[4]), value)
     semi = value.find(";")
     uri_text = (value if semi < 0 else value[:semi]).rstrip(" \t")
     if "," in uri_text or "?" in uri_text or " " in uri_text or "\t" in uri_text:
@@ -121,3 +183,28 @@ def parse_address(text: str) -> Address:
     uri = parse_uri(uri_text, any_scheme=True)
     params = parse_params(value[semi:]) if semi >= 0 else ()
     return Address(uri, None, params, value)
+
+
+_ADDRESS_SETTERS = tuple(
+    Address.__dict__[name].__set__ for name in ("uri", "display_name", "params", "_text")
+)
+
+
+def new_address(
+    uri: URI,
+    display_name: str | None,
+    params: tuple[tuple[str, str | None], ...],
+    text: str | None,
+    _new: Any = object.__new__,
+    _setters: Any = _ADDRESS_SETTERS,
+) -> Address:
+    """`Address(...)` with every field given, without the frozen dataclass's per-field
+    object.__setattr__ (the parser makes an Address for From, To and every Contact)."""
+    address = _new(Address)
+    set_uri, set_display_name, set_params, set_text = _setters
+    set_uri(address, uri)
+    set_display_name(address, display_name)
+    set_params(address, params)
+    set_text(address, text)
+    result: Address = address
+    return result

@@ -170,6 +170,11 @@ class SipEndpoint:
         self._drain_transactions()
         return transaction_id
 
+    def abandon_transaction(self, transaction_id: int, now: float) -> None:
+        """Give up on a transaction RFC 3261 leaves without a timer (a CANCELled INVITE)."""
+        self.transactions.terminate(transaction_id, now)
+        self._drain_transactions()
+
     def send_stateless_response(self, response: Response, flow: Flow) -> None:
         """Answer a `StatelessRequestReceived` (routed per §18.2.2 like any response)."""
         try:

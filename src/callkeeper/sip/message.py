@@ -9,11 +9,12 @@ what was received.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from callkeeper.sip.address import Address, is_token, parse_address
+from callkeeper.sip.address import TOKEN, Address, parse_address
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.headers import Headers, canonical, split_list
 from callkeeper.sip.uri import URI
@@ -58,28 +59,41 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+# 1*DIGIT LWS Method. Leading zeros are fine (RFC 4475 §3.1.1.1); ten significant digits at
+# most, so the number converts cheaply and a long digit string is simply no match.
+_CSEQ_RE = re.compile(rf"[ \t]*+0*([0-9]{{1,10}})[ \t]++({TOKEN})[ \t]*+")
+
+
 def parse_cseq(text: str) -> CSeq:
     """`1*DIGIT LWS Method`; raises ParseError. The number must be below 2**31 (§8.1.1.5)."""
-    parts = text.split()
-    if len(parts) != 2:
+    match = _CSEQ_RE.fullmatch(text)
+    if match is None:
         raise ParseError(f"bad CSeq {text[:64]!r}")
-    number_text, method = parts
-    # Length-checked before int(): a long digit string is an error, not a long conversion.
-    digits = number_text.lstrip("0") or "0"
-    if not number_text.isdigit() or not number_text.isascii() or len(digits) > 10:
-        raise ParseError(f"bad CSeq number {number_text[:16]!r}")
-    number = int(digits)
+    number = int(match[1])
     if number > MAX_CSEQ:
         raise ParseError("CSeq number out of range")
-    if not is_token(method):
-        raise ParseError(f"bad CSeq method {method[:32]!r}")
-    return CSeq(number, method)
+    return new_cseq(number, match[2])
+
+
+_CSEQ_SETTERS = (CSeq.__dict__["number"].__set__, CSeq.__dict__["method"].__set__)
+
+
+def new_cseq(
+    number: int, method: str, _new: Any = object.__new__, _setters: Any = _CSEQ_SETTERS
+) -> CSeq:
+    """`CSeq(number, method)` without the frozen dataclass's object.__setattr__ per field."""
+    cseq = _new(CSeq)
+    set_number, set_method = _setters
+    set_number(cseq, number)
+    set_method(cseq, method)
+    result: CSeq = cseq
+    return result
 
 
 class Message:
     """What requests and responses share: headers, body and parsed views of key headers."""
 
-    __slots__ = ("_cache", "body", "headers", "version")
+    __slots__ = ("_cache", "_received", "body", "headers", "version")
 
     def __init__(
         self, headers: Headers | None = None, body: bytes = b"", version: str = SIP_VERSION
@@ -87,39 +101,47 @@ class Message:
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.version = version
-        # header key -> (the raw value(s) it was parsed from, the parsed value). A view is
-        # reused only while the header still holds those very strings.
-        self._cache: dict[str, tuple[Any, Any]] = {}
+        # view name -> (Headers.version it was checked against, the raw value(s), the view).
+        # A view is reused while the headers are unchanged, or hold the very same raw text.
+        self._cache: dict[str, tuple[int, Any, Any]] = {}
+        # Set by the parser: (Headers.version, start line, body, the message as received).
+        # While the first three are unchanged, to_bytes() sends the received octets.
+        self._received: tuple[int, str, bytes, bytes] | None = None
 
     # --- parsed views (cached while the header text is unchanged) -----------------------
-    def _single(self, key: str, parse: Callable[[str], _T]) -> _T:
-        raw = self.headers.get(key)
+    def _single(self, key: str, parse: Callable[[str], _T], header: str | None = None) -> _T:
+        headers = self.headers
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == headers.version:
+            result: _T = cached[2]
+            return result
+        raw = headers.get(header or key)
         if raw is None:
             raise ParseError(f"missing {key} header")
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] is raw:
-            result: _T = cached[1]
+        if cached is not None and cached[1] is raw:
+            self._cache[key] = (headers.version, raw, cached[2])
+            result = cached[2]
             return result
         value = parse(raw)
-        self._cache[key] = (raw, value)
+        self._cache[key] = (headers.version, raw, value)
         return value
 
     def _listed(self, key: str, parse: Callable[[str], _T]) -> list[_T]:
-        lines = tuple(self.headers.get_lines(key))
+        headers = self.headers
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == lines:
-            result: list[_T] = cached[1]
+        if cached is not None and cached[0] == headers.version:
+            result: list[_T] = cached[2]
             return result
-        values = [parse(value) for line in lines for value in split_list(line)]
-        self._cache[key] = (lines, values)
-        return values
+        lines = tuple(headers.get_lines(key))
+        if cached is None or cached[1] != lines:
+            cached = (0, lines, [parse(value) for line in lines for value in split_list(line)])
+        self._cache[key] = (headers.version, lines, cached[2])
+        result = cached[2]
+        return result
 
     @property
     def call_id(self) -> str:
-        value = self.headers.get("call-id")
-        if value is None:
-            raise ParseError("missing Call-ID header")
-        return value.strip()
+        return self._single("call-id", str.strip)
 
     @property
     def cseq(self) -> CSeq:
@@ -140,19 +162,7 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        raw = self.headers.get("via")
-        if raw is None:
-            raise ParseError("missing Via header")
-        cached = self._cache.get("top-via")
-        if cached is not None and cached[0] is raw:
-            result: Via = cached[1]
-            return result
-        values = split_list(raw)
-        if not values:
-            raise ParseError("empty Via header")
-        via = parse_via(values[0])
-        self._cache["top-via"] = (raw, via)
-        return via
+        return self._single("top-via", _parse_top_via, "via")
 
     def set_top_via(self, via: Via) -> None:
         """Replace the first via-parm (keeping any others that share its header line)."""
@@ -184,7 +194,19 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        """Serialize, first setting Content-Length to the body's length (so it is never wrong)."""
+        """Serialize, first setting Content-Length to the body's length (so it is never wrong).
+
+        An unchanged parsed message goes out as the octets it came in as (a proxy forwards
+        what it received, and it is cheaper than rebuilding the text).
+        """
+        received = self._received
+        if (
+            received is not None
+            and received[0] == self.headers.version
+            and received[2] is self.body
+            and received[1] == self.start_line()
+        ):
+            return received[3]
         length = str(len(self.body))
         if self.headers.get("content-length") != length:
             self.headers.set("Content-Length", length)
@@ -196,6 +218,13 @@ class Message:
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
+
+
+def _parse_top_via(raw: str) -> Via:
+    values = split_list(raw)
+    if not values:
+        raise ParseError("empty Via header")
+    return parse_via(values[0])
 
 
 class Request(Message):
@@ -254,6 +283,19 @@ class Request(Message):
             return self.to_addr.tag is None
         except ParseError:
             return False
+
+
+def new_request(method: str, uri: URI, version: str, headers: Headers) -> Request:
+    """A Request as the parser makes it: what `Request(...)` does, minus defaults and super()."""
+    request = Request.__new__(Request)
+    request.method = method
+    request.uri = uri
+    request.version = version
+    request.headers = headers
+    request.body = b""
+    request._cache = {}
+    request._received = None
+    return request
 
 
 class Response(Message):

@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from callkeeper.sip.address import PARAMS_RE, TOKEN, parse_address
+from callkeeper.sip import address
+from callkeeper.sip.address import PARAMS_PATTERN, TOKEN, parse_address
 from callkeeper.sip.errors import MessageTooLarge, ParseError
 from callkeeper.sip.headers import Headers, canonical, split_list
-from callkeeper.sip.message import SIP_VERSION, Message, Request, Response, parse_cseq
+from callkeeper.sip.message import (
+    SIP_VERSION,
+    Message,
+    Request,
+    Response,
+    new_request,
+    parse_cseq,
+)
 from callkeeper.sip.uri import URI, parse_uri
 from callkeeper.sip.via import parse_via, via_sent_by
 
@@ -44,13 +52,15 @@ _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]++"
 _CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
 # Control characters other than HTAB, CR, LF: allowed only as a quoted-pair (RFC 3261 §25.1).
 _CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NOT_CTL = bytes(b for b in range(256) if b in (9, 10, 13) or 32 <= b != 127)
 # rfc1123-date, which SIP restricts to GMT (RFC 3261 §20.17; RFC 4475 §3.1.2.12).
 _DATE_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
-_MEDIA_TYPE_RE = re.compile(rf"{TOKEN}[ \t]*+/[ \t]*+{TOKEN}")
+# media-type *(SEMI m-parameter): the parameters as any header's.
+_CONTENT_TYPE_RE = re.compile(rf"{TOKEN}[ \t]*+/[ \t]*+{TOKEN}{PARAMS_PATTERN}")
 
 # Headers looked at while the header section is read, so validation need not search for them.
 _CHECKED = frozenset(
@@ -59,10 +69,16 @@ _CHECKED = frozenset(
         "contact", "route", "record-route", "date", "content-type",
     }
 )  # fmt: skip
+_CHECKED_FIRST = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "content-length", "max-forwards", "contact"}
+)
 # raw header name (as it appeared before the colon) -> (lookup key, name without trailing LWS);
 # only names that passed the token check get in, and the table is bounded.
 _NAMES: dict[str, tuple[str, str]] = {}
 _NAMES_MAX = 4096
+_METHODS: set[str] = set()  # methods already found to be tokens (bounded like _NAMES)
+# Request-URIs by their text, like the address memo (see address.MEMO_SIZE): URIs are immutable.
+_URI_MEMO: dict[str, URI] = {}
 
 Problem = tuple[str, int]  # (reason, status)
 
@@ -98,7 +114,7 @@ def parse_message(data: bytes) -> Message:
     """
     if len(data) > MAX_HEADER_BYTES + MAX_BODY_BYTES:
         raise MessageTooLarge(f"message of {len(data)} bytes is too large")
-    start = len(data) - len(data.lstrip(b"\r\n"))
+    start = len(data) - len(data.lstrip(b"\r\n")) if data[:1] in b"\r\n" else 0
     end = data.find(b"\r\n\r\n", start)
     lf_end = data.find(b"\n\n", start, end if end >= 0 else len(data))
     if lf_end >= 0:
@@ -107,9 +123,7 @@ def parse_message(data: bytes) -> Message:
         head_end, body_start = end, end + 4
     else:
         raise ParseError("no end of header section")
-    head = _parse_head(data[start:head_end])
-    problem = head.problem
-    length = head.length
+    message, problem, via, length, _, clean = _parse_head(data[start:head_end])
     if length is None:
         body = data[body_start:]
     else:
@@ -119,103 +133,159 @@ def parse_message(data: bytes) -> Message:
         body = data[body_start : body_start + length]
     if len(body) > MAX_BODY_BYTES:
         raise MessageTooLarge(f"body of {len(body)} bytes is too large")
-    message = head.message
     message.body = body
     if problem is not None:
-        raise _error(message, problem, head.via)
+        raise _error(message, problem, via)
+    if clean is not None and length == len(body):
+        end = body_start + length
+        wire = data if start == 0 and end == len(data) else data[start:end]
+        message._received = (message.headers.version, clean, body, wire)
     return message
 
 
 def parse_head(head: bytes) -> Message:
     """Parse a start line and header section (without the blank line); validates the message."""
-    parsed = _parse_head(head)
-    if parsed.problem is not None:
-        raise _error(parsed.message, parsed.problem, parsed.via)
-    return parsed.message
+    message, problem, via, _, _, _ = _parse_head(head)
+    if problem is not None:
+        raise _error(message, problem, via)
+    return message
 
 
 # --- the header section -----------------------------------------------------------------------
 
-
-class _Head(NamedTuple):
-    message: Message
-    problem: Problem | None
-    via: str | None  # the first Via line, which decides whether a request can be answered
-    length: int | None  # Content-Length, when present and valid
-    framing: Problem | None  # why the Content-Length cannot frame a stream
+# (message, problem, first Via line — which decides whether a request can be answered —,
+#  Content-Length when present and valid, why that Content-Length cannot frame a stream,
+#  the start line if the message may be sent on as received)
+_Head = tuple[Message, Problem | None, str | None, int | None, Problem | None, str | None]
 
 
 def _parse_head(head: bytes) -> _Head:
     if len(head) > MAX_HEADER_BYTES:
         raise MessageTooLarge("header section too large")
-    if head.count(b"\n") >= MAX_HEADER_LINES:
+    breaks = head.count(b"\n")
+    if breaks >= MAX_HEADER_LINES:
         raise MessageTooLarge(f"more than {MAX_HEADER_LINES} header lines")
     text = head.decode("utf-8", "surrogateescape")
-    crlf = "\r\n" in text
-    lines = text.split("\r\n") if crlf else text.split("\n")
     problem: Problem | None = None
-    breaks = len(lines) - 1
-    if text.count("\n") != breaks or text.count("\r") != (breaks if crlf else 0):
+    crlfs = head.count(b"\r\n")
+    separator = "\r\n" if crlfs else "\n"
+    if crlfs != (breaks if crlfs else 0) or head.count(b"\r") != crlfs:
         problem = ("bare CR or LF in the header section", 400)
-    elif _CTL_RE.search(text) is not None:
-        problem = _control_characters(lines)
-    if "\n " in text or "\n\t" in text:
-        lines, fold_problem = _unfold(lines)
-        problem = problem or fold_problem
 
+    lines = text.split(separator)
+    if problem is None and head.translate(None, _NOT_CTL):  # empty unless control characters
+        problem = _control_characters(lines)
     start = lines[0]
-    request: Request | None = None
+    del lines[0]
+    request_line: tuple[str, URI, str] | None = None
     fatal: ParseError | None = None
-    message: Message
+    response: Response | None = None
     try:
-        if start[:4].upper() == "SIP/":
-            message = _status_line(start)
+        if start[:1] in ("S", "s") and start[:4].upper() == "SIP/":
+            response = _status_line(start)
         else:
-            request, start_problem = _request_line(start)
-            message = request
-            problem = _worse(problem, start_problem)
+            request_line, start_problem = _request_line(start)
+            if start_problem is not None:
+                problem = _worse(problem, start_problem)
     except ParseError as error:
         # Not a message one could answer; the headers are still read, for a stream's framing.
         fatal = error
-        message = Message()
 
-    items: list[tuple[str, str, str]] = []
-    index: dict[str, list[str]] = {}
+    items = _read_headers(lines) if problem is None else None
+    if items is None:
+        # Folded lines, a line that is no header, a name not seen before: line by line.
+        items = []
+        slow_problem = _read_headers_slowly(lines, items)
+        problem = problem or slow_problem
+    # The checked headers: each one's first value, and all values of those that repeat.
+    pairs = [(key, value) for key, _, value in items if key in _CHECKED]
+    first = dict(reversed(pairs))
+    index = Index(first, _repeated(pairs) if len(first) != len(pairs) else _NO_REPEATS)
+    headers = Headers._from_parsed(items)
+
+    request: Request | None = None
+    message: Message
+    if request_line is not None:
+        message = request = new_request(*request_line, headers)
+    elif response is not None:
+        message = response
+        response.headers = headers
+    else:
+        message = Message(headers)
+
+    length, framing = _content_length(index)
+    if fatal is not None:
+        problem = (fatal.reason, fatal.status)
+    elif problem is None or problem[1] < 500:
+        # A 505 says it all; otherwise look for the 400s (which outrank a 416).
+        problem = _worse(problem, framing or _validate(message, request, index))
+    # Clean CRLF text with an exact Content-Length can go back out as received (to_bytes()).
+    clean = problem is None and crlfs and length is not None and first["content-length"] == str(length)
+    return message, problem, first.get("via"), length, framing, start if clean else None
+
+
+class Index(NamedTuple):
+    """The checked headers of a message: first value of each, all values of repeated ones."""
+
+    first: dict[str, str]
+    repeated: dict[str, list[str]]
+
+    def all(self, key: str) -> list[str] | None:
+        """Every value (line) of header `key`, or None when absent."""
+        values = self.repeated.get(key)
+        if values is not None:
+            return values
+        value = self.first.get(key)
+        return None if value is None else [value]
+
+
+_NO_REPEATS: dict[str, list[str]] = {}
+
+
+def _repeated(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return {key: values for key, values in grouped.items() if len(values) > 1}
+
+
+def _read_headers(lines: list[str]) -> list[tuple[str, str, str]] | None:
+    """The fast path: every line `name: value` with a name seen before (so known to be a token).
+
+    None sends the section to the slow path: a line without a colon (ValueError), or a name
+    not in the table yet — new, not a token, or a continuation line's leading SP (KeyError).
+    """
     names = _NAMES
-    for line in lines[1:]:
+    try:
+        pairs = [line.split(":", 1) for line in lines]
+        return [names[name] + (value.strip(" \t"),) for name, value in pairs]
+    except (KeyError, ValueError):
+        return None
+
+
+def _read_headers_slowly(lines: list[str], items: list[tuple[str, str, str]]) -> Problem | None:
+    """Line by line, joining folded lines (§7.3.1), skipping and reporting bad lines."""
+    problem: Problem | None = None
+    if lines and lines[0][:1] in (" ", "\t"):
+        problem = ("continuation line before the first header", 400)
+    names = _NAMES
+    for line in _unfold(lines):
         colon = line.find(":")
         if colon <= 0:
-            problem = _worse(problem, (f"bad header line {line[:40]!r}", 400))
+            problem = problem or (f"bad header line {line[:40]!r}", 400)
             continue
         raw_name = line[:colon]
         known = names.get(raw_name)
         if known is None:
             name = raw_name.rstrip(" \t")
             if _TOKEN_RE.fullmatch(name) is None:
-                problem = _worse(problem, (f"bad header name {name[:40]!r}", 400))
+                problem = problem or (f"bad header name {name[:40]!r}", 400)
                 continue
             known = (canonical(name), name)
             if len(names) < _NAMES_MAX:
                 names[raw_name] = known
-        key = known[0]
-        value = line[colon + 1 :].strip(" \t")
-        items.append((key, known[1], value))
-        if key in _CHECKED:
-            found = index.get(key)
-            if found is None:
-                index[key] = [value]
-            else:
-                found.append(value)
-    message.headers = Headers._from_parsed(items)
-
-    length, framing = _content_length(index.get("content-length"))
-    if fatal is not None:
-        problem = (fatal.reason, fatal.status)
-    elif problem is None or problem[1] < 500:
-        # A 505 says it all; otherwise look for the 400s (which outrank a 416).
-        problem = _worse(problem, framing or _validate(message, request, index))
-    vias = index.get("via")
-    return _Head(message, problem, vias[0] if vias else None, length, framing)
+        items.append((*known, line[colon + 1 :].strip(" \t")))
+    return problem
 
 
 def _worse(current: Problem | None, new: Problem | None) -> Problem | None:
@@ -238,21 +308,21 @@ def _control_characters(lines: list[str]) -> Problem | None:
     return None
 
 
-def _unfold(lines: list[str]) -> tuple[list[str], Problem | None]:
-    """Join continuation lines (starting with SP/HT) to their header with one SP (§7.3.1)."""
-    unfolded: list[list[str]] = [[lines[0]]]
-    problem: Problem | None = None
-    for line in lines[1:]:
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (starting with SP/HT) to their header with one SP (§7.3.1).
+
+    Parts are collected and joined once, so many continuation lines cost linear time.
+    """
+    unfolded: list[list[str]] = []
+    for line in lines:
         if line[:1] in (" ", "\t"):
-            if len(unfolded) == 1:
-                problem = problem or ("continuation line before the first header", 400)
-                continue
-            part = line.strip(" \t")
-            if part:
-                unfolded[-1].append(part)
+            if unfolded:
+                part = line.strip(" \t")
+                if part:
+                    unfolded[-1].append(part)
         else:
             unfolded.append([line])
-    return [parts[0] if len(parts) == 1 else " ".join(parts) for parts in unfolded], problem
+    return [" ".join(parts) for parts in unfolded]
 
 
 def _status_line(line: str) -> Response:
@@ -265,15 +335,18 @@ def _status_line(line: str) -> Response:
     return Response(int(code), reason or "", version=version)
 
 
-def _request_line(line: str) -> tuple[Request, Problem | None]:
+def _request_line(line: str) -> tuple[tuple[str, URI, str], Problem | None]:
     """Method SP Request-URI SP SIP-Version. Raises ParseError if it is not a request at all."""
     first = line.find(" ")
     last = line.rfind(" ")
     if first <= 0 or last == first:
         raise ParseError(f"bad request line {line[:64]!r}")
     method = line[:first]
-    if _TOKEN_RE.fullmatch(method) is None:
-        raise ParseError(f"bad method {method[:32]!r}")
+    if method not in _METHODS:
+        if _TOKEN_RE.fullmatch(method) is None:
+            raise ParseError(f"bad method {method[:32]!r}")
+        if len(_METHODS) < _NAMES_MAX:
+            _METHODS.add(method)
     uri_text = line[first + 1 : last]
     version = line[last + 1 :]
     problem: Problem | None = None
@@ -282,8 +355,14 @@ def _request_line(line: str) -> tuple[Request, Problem | None]:
             problem = (f"bad SIP version {version[:16]!r}", 400)
         elif version.upper() != SIP_VERSION:
             problem = (f"SIP version {version[:16]} not supported", 505)
+    uri = _URI_MEMO.get(uri_text)
     try:
-        uri = parse_uri(uri_text)
+        if uri is None:
+            uri = parse_uri(uri_text)
+            if len(uri_text) <= 256 and address.MEMO_SIZE:
+                if len(_URI_MEMO) >= address.MEMO_SIZE:
+                    _URI_MEMO.clear()
+                _URI_MEMO[uri_text] = uri
     except ParseError as error:
         # Extra SP (RFC 4475 §3.1.2.8-10) and <> around the URI (§3.1.2.7) end up here.
         scheme = uri_text.partition(":")[0].lower() if ":" in uri_text else ""
@@ -292,106 +371,123 @@ def _request_line(line: str) -> tuple[Request, Problem | None]:
     else:
         if uri.headers:
             problem = _worse(problem, ("headers in the Request-URI", 400))  # §19.1.1 table 1
-    return Request(method, uri, version=version), problem
+    return (method, uri, version), problem
 
 
-def _content_length(values: list[str] | None) -> tuple[int | None, Problem | None]:
+def _content_length(index: Index) -> tuple[int | None, Problem | None]:
     """The Content-Length, and the reason a stream could not be framed by it."""
-    if values is None:
+    value = index.first.get("content-length")
+    if value is None:
         return None, None
-    value = values[0]
-    if len(values) > 1 and any(other != value for other in values):
+    values = index.repeated.get("content-length")
+    if values is not None and any(other != value for other in values):
         return None, ("conflicting Content-Length headers", 400)  # RFC 4475 §3.3.9
-    length = _number(value, 9_999_999_999)
+    length = _number(value, 9_999_999_999, 10)
     if length is None:
         return None, (f"bad Content-Length {value[:16]!r}", 400)  # RFC 4475 §3.1.2.3
     return length, None
 
 
-def _validate(message: Message, request: Request | None, index: dict[str, list[str]]) -> Problem | None:
+def _validate(message: Message, request: Request | None, index: Index) -> Problem | None:
     """Check the headers every message needs (§8.1.1) and the ones the core reads.
 
-    Parsed values go into the message's cache, keyed as `Message` looks them up.
+    Parsed values go into the message's cache, stamped with the headers' version, so the
+    views (`.top_via`, `.from_addr` ...) do not parse them again.
     """
+    version = message.headers.version
     cache = message._cache
+    first, repeated = index
     try:
-        vias = index.get("via")
-        if vias is None:
+        value = first.get("via")
+        if value is None:
             raise ParseError("missing Via header")
-        parsed_vias = [parse_via(value) for line in vias for value in split_list(line)]
-        if not parsed_vias:
-            raise ParseError("empty Via header")
-        cache["via"] = (tuple(vias), parsed_vias)
-        cache["top-via"] = (vias[0], parsed_vias[0])
+        lines = repeated.get("via")
+        if lines is None and "," not in value:
+            lines = [value]
+            vias = [parse_via(value)]
+        else:
+            lines = lines or [value]
+            vias = [parse_via(via) for line in lines for via in split_list(line)]
+            if not vias:
+                raise ParseError("empty Via header")
+        cache["via"] = (version, tuple(lines), vias)
+        cache["top-via"] = (version, value, vias[0])
+        if repeated:
+            for key in ("from", "to", "call-id", "cseq", "max-forwards"):
+                if key in repeated:
+                    raise ParseError(f"repeated {key} header")
         for key in ("from", "to"):
-            values = index.get(key)
-            if values is None or len(values) > 1:
-                raise ParseError(f"{'missing' if values is None else 'repeated'} {key} header")
-            cache[key] = (values[0], parse_address(values[0]))
-        values = index.get("call-id")
-        if values is None or len(values) > 1:
-            raise ParseError("missing or repeated Call-ID header")
-        if _CALL_ID_RE.fullmatch(values[0]) is None:
-            raise ParseError(f"bad Call-ID {values[0][:40]!r}")
-        values = index.get("cseq")
-        if values is None or len(values) > 1:
-            raise ParseError("missing or repeated CSeq header")
-        cseq = parse_cseq(values[0])
-        cache["cseq"] = (values[0], cseq)
+            value = first.get(key)
+            if value is None:
+                raise ParseError(f"missing {key} header")
+            cache[key] = (version, value, parse_address(value))
+        value = first.get("call-id")
+        if value is None or _CALL_ID_RE.fullmatch(value) is None:
+            raise ParseError(f"missing or bad Call-ID {(value or '')[:40]!r}")
+        cache["call-id"] = (version, value, value)
+        value = first.get("cseq")
+        if value is None:
+            raise ParseError("missing CSeq header")
+        cseq = parse_cseq(value)
+        cache["cseq"] = (version, value, cseq)
         if request is not None:
             if cseq.method != request.method:
                 raise ParseError("CSeq method does not match the request method")
-            values = index.get("max-forwards")
-            if values is not None:
-                if len(values) > 1 or _number(values[0], 255) is None:
-                    raise ParseError("bad Max-Forwards header")
-        values = index.get("expires")
-        if values is not None and (
-            len(values) > 1 or not values[0].isdigit() or not values[0].isascii()
-        ):
-            # Out-of-range values may be read as the default (RFC 4475 §3.1.2.4): not checked.
-            raise ParseError("bad Expires header")
-        values = index.get("contact")
-        if values is not None:
-            contacts = [value for line in values for value in split_list(line)]
+            value = first.get("max-forwards")
+            if value is not None and _number(value, 255, 3) is None:
+                raise ParseError("bad Max-Forwards header")
+        value = first.get("contact")
+        if value is not None:
+            lines = repeated.get("contact")
+            if lines is None and "," not in value:
+                lines = [value]
+                contacts = [value]
+            else:
+                lines = lines or [value]
+                contacts = [contact for line in lines for contact in split_list(line)]
             if contacts != ["*"]:
-                cache["contact"] = (tuple(values), [parse_address(c) for c in contacts])
-        for key in ("route", "record-route"):
-            values = index.get(key)
-            if values is not None:
-                routes = [value for line in values for value in split_list(line)]
-                if any(value[:1] != "<" for value in routes):
-                    raise ParseError(f"{key} value without <> (name-addr required)")
-                cache[key] = (tuple(values), [parse_address(value) for value in routes])
-        values = index.get("date")
-        if values is not None and (len(values) > 1 or _DATE_RE.fullmatch(values[0]) is None):
-            raise ParseError("bad Date header (RFC 1123 date in GMT required)")
-        values = index.get("content-type")
-        if values is not None:
-            media_type, _, params = values[0].partition(";")
-            if (
-                len(values) > 1
-                or _MEDIA_TYPE_RE.fullmatch(media_type.rstrip(" \t")) is None
-                or (params and PARAMS_RE.fullmatch(";" + params) is None)
-            ):
-                raise ParseError("bad Content-Type header")
+                cache["contact"] = (version, tuple(lines), [parse_address(c) for c in contacts])
+        if not first.keys() <= _CHECKED_FIRST:  # skip the look-ups when none of the rest is there
+            _validate_more(index, cache, version)
     except ParseError as error:
         return (error.reason, error.status)
     return None
 
 
-def _number(text: str, maximum: int) -> int | None:
-    """1*DIGIT (leading zeros allowed, RFC 4475 §3.1.1.1) up to `maximum`, else None.
+def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], version: int) -> None:
+    first, repeated = index
+    value = first.get("expires")
+    if value is not None and ("expires" in repeated or not value.isdigit() or not value.isascii()):
+        # Out-of-range values may be read as the default (RFC 4475 §3.1.2.4): not checked.
+        raise ParseError("bad Expires header")
+    for key in ("route", "record-route"):
+        lines = index.all(key)
+        if lines is not None:
+            routes = [route for line in lines for route in split_list(line)]
+            if any(route[:1] != "<" for route in routes):
+                raise ParseError(f"{key} value without <> (name-addr required)")
+            cache[key] = (version, tuple(lines), [parse_address(route) for route in routes])
+    value = first.get("date")
+    if value is not None and ("date" in repeated or _DATE_RE.fullmatch(value) is None):
+        raise ParseError("bad Date header (RFC 1123 date in GMT required)")
+    value = first.get("content-type")
+    if value is not None and (
+        "content-type" in repeated or _CONTENT_TYPE_RE.fullmatch(value) is None
+    ):
+        raise ParseError("bad Content-Type header")
 
-    The digit count is checked before int(): a long digit string is an error, not a long
-    conversion (and Python refuses to convert more than 4300 digits at all).
-    """
-    if not text.isdigit() or not text.isascii():
+
+def _number(text: str, maximum: int, digits: int) -> int | None:
+    """1*DIGIT (leading zeros allowed, RFC 4475 §3.1.1.1) up to `maximum` (`digits` digits
+    long), else None. The length is checked before int(): a long digit string is an error,
+    not a long conversion (Python refuses more than 4300 digits anyway)."""
+    if not text.isascii() or not text.isdigit():
         return None
-    digits = text.lstrip("0") or "0"
-    if len(digits) > len(str(maximum)):
-        return None
-    value = int(digits)
+    if len(text) > digits:
+        text = text.lstrip("0") or "0"
+        if len(text) > digits:
+            return None
+    value = int(text)
     return value if value <= maximum else None
 
 
@@ -437,7 +533,7 @@ class StreamParser:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._need_body: tuple[_Head, int] | None = None
+        self._need_body: tuple[_Head, bytes, int] | None = None
         self._broken = False
         self._scan = 0  # where to resume looking for the end of the header section
         self._half_ping = False  # the last item was a lone CRLF at the end of the buffer
@@ -465,11 +561,11 @@ class StreamParser:
             return None
         buffer = self._buffer
         if self._need_body is not None:
-            head, length = self._need_body
+            head, head_bytes, length = self._need_body
             if len(buffer) < length:
                 return None
             self._need_body = None
-            return self._complete(head, length)
+            return self._complete(head, head_bytes, length)
         half_ping, self._half_ping = self._half_ping, False
         while buffer[:1] in (b"\r", b"\n"):
             # A keep-alive, or CRLFs before a message (which RFC 3261 §7.5 says to skip).
@@ -512,24 +608,27 @@ class StreamParser:
             return self._break(error)
         except ParseError as error:  # not a message at all: nothing to frame it by
             return self._break(FramingError(error.reason, error.status))
-        if head.framing is not None:
-            return self._break(FramingError(*head.framing))
+        if head[4] is not None:
+            return self._break(FramingError(*head[4]))
         # RFC 3261 §18.3 requires Content-Length on a stream; without one, there is no body.
-        length = head.length or 0
+        length = head[3] or 0
         if length > MAX_BODY_BYTES:
             return self._break(MessageTooLarge(f"body of {length} bytes is too large"))
         if len(buffer) < length:
-            self._need_body = (head, length)
+            self._need_body = (head, head_bytes, length)
             return None
-        return self._complete(head, length)
+        return self._complete(head, head_bytes, length)
 
-    def _complete(self, head: _Head, length: int) -> Message | ParseError:
+    def _complete(self, head: _Head, head_bytes: bytes, length: int) -> Message | ParseError:
         buffer = self._buffer
-        message = head.message
-        message.body = bytes(buffer[:length])
+        message, problem, via, _, _, clean = head
+        body = message.body = bytes(buffer[:length])
         del buffer[:length]
-        if head.problem is not None:
-            return _error(message, head.problem, head.via)
+        if problem is not None:
+            return _error(message, problem, via)
+        if clean is not None:
+            wire = b"".join((head_bytes, b"\r\n\r\n", body))
+            message._received = (message.headers.version, clean, body, wire)
         return message
 
     def _break(self, error: ParseError) -> ParseError:

@@ -135,7 +135,7 @@ I = Input  # noqa: E741
 A = Action
 
 
-# RFC 3261 Figure 5 + RFC 6026 Figure 7.
+# RFC 3261 Figure 5 with the RFC 6026 Accepted state (Timer M).
 INVITE_CLIENT = Machine(
     "INVITE client",
     client=True,
@@ -183,10 +183,10 @@ NON_INVITE_CLIENT = Machine(
     timers={T: (I.TIMER_E, I.TIMER_F), P: (I.TIMER_E, I.TIMER_F), CO: (I.TIMER_K,)},
 )
 
-# RFC 3261 Figure 7 + RFC 6026 Figure 5. 2xx retransmissions are the TU's job (§13.3.1.4):
-# in Accepted the transaction only relays them, absorbs INVITE retransmissions and hands
-# matching ACKs up. A transport error in Accepted is reported but the transaction stays, so it
-# still absorbs INVITE retransmissions until Timer L.
+# RFC 3261 Figure 7 with the RFC 6026 Accepted state (Timer L). 2xx retransmissions are the
+# TU's job (§13.3.1.4): in Accepted the transaction only relays them, absorbs INVITE
+# retransmissions and hands matching ACKs up. A transport error in Accepted is reported but the
+# transaction stays, so it still absorbs INVITE retransmissions until Timer L.
 INVITE_SERVER = Machine(
     "INVITE server",
     client=False,

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
+from typing import Any
 from urllib.parse import unquote
 
 from callkeeper.sip.errors import ParseError
@@ -39,12 +40,14 @@ _PARAMS = rf"(?:;{_PARAMCHAR}++(?:={_PARAMCHAR}++)?)*+"
 _HNVCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})"
 _HEADERS = rf"{_HNVCHAR}++={_HNVCHAR}*+(?:&{_HNVCHAR}++={_HNVCHAR}*+)*+"
 
-# Everything after "sip:" / "sips:".
-_SIP_REST_RE = re.compile(
-    rf"(?:(?P<user>{_USER})(?::(?P<password>{_PASSWORD}))?@)?"
-    rf"(?P<host>{HOST_PATTERN})(?::(?P<port>[0-9]++))?"
-    rf"(?P<params>{_PARAMS})(?:\?(?P<headers>{_HEADERS}))?"
+# A whole SIP URI; the groups are what `sip_uri_from_groups` takes (other patterns embed this
+# one, e.g. inside <> in a name-addr, so a header value is checked in one regex pass).
+SIP_URI_PATTERN = (
+    rf"([Ss][Ii][Pp][Ss]?):(?:({_USER})(?::({_PASSWORD}))?@)?"
+    rf"({HOST_PATTERN})(?::([0-9]++))?({_PARAMS})(?:\?({_HEADERS}))?"
 )
+SIP_URI_GROUPS = 7
+_SIP_URI_RE = re.compile(SIP_URI_PATTERN)
 _HOST_RE = re.compile(HOST_PATTERN)
 _PARAM_RE = re.compile(rf"{_PARAMCHAR}++")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
@@ -69,11 +72,13 @@ def _valid_ipv6(text: str) -> bool:
     return True
 
 
-def _port(text: str, source: str) -> int:
+def parse_port(text: str, source: str) -> int:
+    """A port number (1*DIGIT, so checked by the caller's regex) up to 65535; else ParseError."""
     # Bounded before int(): Python refuses to convert digit strings of more than 4300 digits.
-    if len(text) > 5 or int(text) > 65535:
+    port = int(text) if len(text) <= 5 else 65536
+    if port > 65535:
         raise ParseError(f"port out of range in {source[:64]!r}")
-    return int(text)
+    return port
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
@@ -91,7 +96,7 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         digits = rest[1:]
         if rest[0] != ":" or not digits.isdigit() or not digits.isascii():
             raise ParseError(f"bad port in {text[:64]!r}")
-        port = _port(digits, text)
+        port = parse_port(digits, text)
     if not valid_host(host):
         raise ParseError(f"bad host {host[:64]!r}")
     return host, port
@@ -204,9 +209,7 @@ class URI:
         mine = {k.lower(): v for k, v in self.params}
         theirs = {k.lower(): v for k, v in other.params}
         for key in ("user", "ttl", "method", "maddr", "transport"):
-            if (key in mine or key in theirs) and _lower(mine.get(key)) != _lower(
-                theirs.get(key)
-            ):
+            if (key in mine or key in theirs) and _lower(mine.get(key)) != _lower(theirs.get(key)):
                 return False
         for key in mine.keys() & theirs.keys():
             if _lower(mine[key]) != _lower(theirs[key]):
@@ -237,10 +240,10 @@ def parse_uri(text: str, *, any_scheme: bool = False) -> URI:
     scheme = scheme_text.lower()
     rest = text[colon + 1 :]
     if scheme == "sip" or scheme == "sips":
-        match = _SIP_REST_RE.fullmatch(rest)
+        match = _SIP_URI_RE.fullmatch(text)
         if match is None:
             raise ParseError(f"bad SIP URI {text[:64]!r}")
-        return _sip_uri(scheme, match, text)
+        return sip_uri_from_groups(match.groups(), text)
     if scheme == "tel":
         if _TEL_RE.fullmatch(rest) is None:
             raise ParseError(f"bad tel URI {text[:64]!r}")
@@ -253,25 +256,82 @@ def parse_uri(text: str, *, any_scheme: bool = False) -> URI:
     return URI(scheme, _text=text, opaque=rest)
 
 
-def _sip_uri(scheme: str, match: re.Match[str], text: str) -> URI:
-    host = match["host"]
+def sip_uri_from_groups(groups: tuple[str | Any, ...], text: str) -> URI:
+    """A URI from the groups of `SIP_URI_PATTERN` (already matched, so only ranges are left
+    to check: the port number and an IPv6 reference's syntax)."""
+    scheme, user, password, host, port_text, param_text, header_text = groups
     if host[0] == "[" and not _valid_ipv6(host[1:-1]):
         raise ParseError(f"bad IPv6 reference in {text[:64]!r}")
-    port_text = match["port"]
-    port = _port(port_text, text) if port_text is not None else None
-    params: tuple[tuple[str, str | None], ...] = ()
-    param_text = match["params"]
-    if param_text:
-        pairs: list[tuple[str, str | None]] = []
-        for item in param_text[1:].split(";"):
-            name, sep, value = item.partition("=")
-            pairs.append((name, value if sep else None))
-        params = tuple(pairs)
+    port = parse_port(port_text, text) if port_text is not None else None
+    params = split_plain_params(param_text) if param_text else ()
     headers: tuple[tuple[str, str], ...] = ()
-    header_text = match["headers"]
     if header_text:
         headers = tuple(_split_header(pair) for pair in header_text.split("&"))
-    return URI(scheme, match["user"], match["password"], host, port, params, headers, text)
+    if scheme != "sip" and scheme != "sips":
+        scheme = scheme.lower()
+    return new_uri(scheme, user, password, host, port, params, headers, text, None)
+
+
+_URI_SETTERS = tuple(
+    URI.__dict__[name].__set__
+    for name in (
+        "scheme",
+        "user",
+        "password",
+        "host",
+        "port",
+        "params",
+        "headers",
+        "_text",
+        "opaque",
+    )
+)
+
+
+def new_uri(
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    host: str,
+    port: int | None,
+    params: tuple[tuple[str, str | None], ...],
+    headers: tuple[tuple[str, str], ...],
+    text: str | None,
+    opaque: str | None,
+    _new: Any = object.__new__,
+    _setters: Any = _URI_SETTERS,
+) -> URI:
+    """`URI(...)` with every field given, at half the cost: the parser makes several URIs per
+    message, and a frozen dataclass's __init__ goes through object.__setattr__ per field."""
+    uri = _new(URI)
+    (set_scheme, set_user, set_password, set_host, set_port) = _setters[:5]
+    (set_params, set_headers, set_text, set_opaque) = _setters[5:]
+    set_scheme(uri, scheme)
+    set_user(uri, user)
+    set_password(uri, password)
+    set_host(uri, host)
+    set_port(uri, port)
+    set_params(uri, params)
+    set_headers(uri, headers)
+    set_text(uri, text)
+    set_opaque(uri, opaque)
+    result: URI = uri
+    return result
+
+
+def split_plain_params(text: str) -> tuple[tuple[str, str | None], ...]:
+    """`;a=b;c` -> (("a", "b"), ("c", None)), for text already checked to hold no LWS or quotes.
+
+    One parameter (`;tag=...`, `;transport=tcp`, `;lr`) is the common case and skips the loop.
+    """
+    if text.find(";", 1) < 0:
+        name, sep, value = text[1:].partition("=")
+        return ((name, value if sep else None),)
+    pairs: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, sep, value = item.partition("=")
+        pairs.append((name, value if sep else None))
+    return tuple(pairs)
 
 
 def _split_header(pair: str) -> tuple[str, str]:

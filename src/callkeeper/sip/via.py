@@ -5,19 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
+from typing import Any
 
-from callkeeper.sip.address import PARAMS_RE, TOKEN, format_params, parse_params
+from callkeeper.sip.address import PARAMS_PATTERN, TOKEN, format_params, split_params
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.uri import HOST_PATTERN, split_hostport
+from callkeeper.sip.uri import HOST_PATTERN, parse_port, split_hostport, valid_host
 
 MAGIC_COOKIE = "z9hG4bK"
 
 # sent-protocol LWS sent-by: SLASH and COLON allow white space around them (SWS "/" SWS).
-_SENT_RE = re.compile(
-    rf"[ \t]*+(?P<name>{TOKEN})[ \t]*+/[ \t]*+(?P<version>{TOKEN})[ \t]*+/[ \t]*+"
-    rf"(?P<transport>{TOKEN})[ \t]++(?P<host>{HOST_PATTERN})"
-    rf"(?:[ \t]*+:[ \t]*+(?P<port>[0-9]++))?"
+_SENT = (
+    rf"[ \t]*+({TOKEN})[ \t]*+/[ \t]*+({TOKEN})[ \t]*+/[ \t]*+"
+    rf"({TOKEN})[ \t]++({HOST_PATTERN})(?:[ \t]*+:[ \t]*+([0-9]++))?"
 )
+_SENT_RE = re.compile(_SENT)
+_VIA_RE = re.compile(rf"{_SENT}({PARAMS_PATTERN})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,34 +82,65 @@ def via_sent_by(text: str) -> tuple[str, int | None] | None:
     match = _SENT_RE.match(text)
     if match is None or text[match.end() : match.end() + 1] not in ("", ";", " ", "\t", ","):
         return None
+    host, port = match[4], match[5]
     try:
-        return split_hostport(match["host"] + (f":{match['port']}" if match["port"] else ""))
+        return split_hostport(host if port is None else f"{host}:{port}")
     except ParseError:
         return None
 
 
 def parse_via(text: str) -> Via:
     """Parse one via-parm; raises ParseError."""
-    match = _SENT_RE.match(text)
+    match = _VIA_RE.fullmatch(text)
     if match is None:
         raise ParseError(f"bad Via {text[:64]!r}")
-    rest = text[match.end() :]
-    if rest and PARAMS_RE.fullmatch(rest) is None:
-        raise ParseError(f"bad Via parameters {text[:64]!r}")
-    host = match["host"]
-    port_text = match["port"]
-    if host[0] == "[" or port_text is not None:
-        host, port = split_hostport(host if port_text is None else f"{host}:{port_text}")
-    else:
-        port = None
-    params = parse_params(rest) if rest else ()
+    name, version, transport, host, port_text, param_text, _, _ = match.groups()
+    port = parse_port(port_text, text) if port_text is not None else None
+    if host[0] == "[" and not valid_host(host):
+        raise ParseError(f"bad IPv6 reference in Via {text[:64]!r}")
+    params = split_params(param_text) if param_text else ()
     for key, value in params:
-        lkey = key.lower()
-        if lkey == "branch" and not value:
-            raise ParseError("Via branch without value")
-        if lkey == "rport" and value is not None and not value.isdigit():
-            raise ParseError("bad Via rport")
-        if lkey == "ttl" and (value is None or not value.isdigit() or len(value) > 3):
-            raise ParseError("bad Via ttl")
-    protocol = f"{match['name']}/{match['version']}"
-    return Via(match["transport"].upper(), host, port, params, protocol, text.strip(" \t"))
+        if len(key) < 7:  # only branch, rport and ttl have rules beyond the generic ones
+            lkey = key.lower()
+            if lkey == "branch":
+                if not value:
+                    raise ParseError("Via branch without value")
+            elif lkey == "rport":
+                if value is not None and not (value.isdigit() and value.isascii()):
+                    raise ParseError("bad Via rport")
+            elif lkey == "ttl" and (value is None or not value.isdigit() or len(value) > 3):
+                raise ParseError("bad Via ttl")
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
+    if transport != "UDP" and transport != "TCP":
+        transport = transport.upper()
+    return new_via(transport, host, port, params, protocol, text.strip(" \t"))
+
+
+_VIA_SETTERS = tuple(
+    Via.__dict__[name].__set__
+    for name in ("transport", "host", "port", "params", "protocol", "_text")
+)
+
+
+def new_via(
+    transport: str,
+    host: str,
+    port: int | None,
+    params: tuple[tuple[str, str | None], ...],
+    protocol: str,
+    text: str | None,
+    _new: Any = object.__new__,
+    _setters: Any = _VIA_SETTERS,
+) -> Via:
+    """`Via(...)` with every field given, without the frozen dataclass's per-field
+    object.__setattr__ (the parser makes one per via-parm)."""
+    via = _new(Via)
+    set_transport, set_host, set_port, set_params, set_protocol, set_text = _setters
+    set_transport(via, transport)
+    set_host(via, host)
+    set_port(via, port)
+    set_params(via, params)
+    set_protocol(via, protocol)
+    set_text(via, text)
+    result: Via = via
+    return result

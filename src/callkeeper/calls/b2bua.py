@@ -1,0 +1,589 @@
+"""The back-to-back user agent: every call is two dialogs that callkeeper owns.
+
+An INVITE from a caller becomes the A leg (we are its UAS) and one INVITE per contact of the
+callee (forked in parallel; we are their UAC). The first 2xx wins: the other forks are
+CANCELled, and a 2xx that still arrives from one of them is ACKed and BYEd. Provisional and
+final responses, ACKs, BYE, CANCEL and in-dialog requests (re-INVITE, UPDATE, INFO, NOTIFY ...)
+are relayed between the legs in the order they arrive — one thread, one queue, so a 180 can
+never overtake the 200 that followed it. Nothing of one leg's Call-ID, tags or branches leaks
+into the other.
+
+Pure: it reads no clock and opens no socket. It talks to the wire through the `SipEndpoint`
+and keeps its own timers (2xx retransmission to the caller until ACKed, RFC 3261 §13.3.1.4).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
+from callkeeper.calls.locals import LocalAddresses
+from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
+from callkeeper.sip.address import Address
+from callkeeper.sip.capabilities import ALLOW, SUPPORTED
+from callkeeper.sip.dialog import Dialog, DialogError, DialogId, DialogState
+from callkeeper.sip.endpoint import SipEndpoint
+from callkeeper.sip.errors import ParseError
+from callkeeper.sip.headers import Headers
+from callkeeper.sip.message import Request, Response
+from callkeeper.sip.timers import TimerHeap, TimerSettings
+from callkeeper.sip.transaction_messages import IdSource, build_cancel
+from callkeeper.sip.transport import Flow
+from callkeeper.sip.uri import URI
+from callkeeper.sip.via import MAGIC_COOKIE
+
+# Headers of an in-dialog request that mean something end to end, so they cross the B2BUA.
+_RELAYED_HEADERS = frozenset(
+    {"event", "subscription-state", "refer-to", "referred-by", "content-disposition",
+     "info-package", "recv-info", "subject", "priority", "session-expires", "min-se",
+     "allow-events", "accept"}
+)  # fmt: skip
+# The caller learns why the callee could not be reached; codes a caller cannot act on are
+# mapped to what a caller understands (RFC 3261 §16.7 steps 6 and 7 for proxies, in spirit).
+_FAILURE_MAP = {401: 480, 407: 480, 503: 480, 300: 480, 301: 480, 302: 480, 305: 480, 380: 480}
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One destination for a B fork: the Request-URI and the flow it goes over."""
+
+    uri: URI
+    flow: Flow
+    endpoint: str | None = None  # the registration key or static contact it stands for
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Who a caller dialled: the name for the To header and the contacts to fork to."""
+
+    callee: str  # a user name or a number
+    to_uri: URI
+    contacts: tuple[Contact, ...]
+
+
+def _is_sdp(message: Request | Response) -> bool:
+    return bool(message.body) and message.content_type == "application/sdp"
+
+
+class B2BUA:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        local: LocalAddresses,
+        ids: IdSource,
+        timers: TimerSettings,
+        user_agent: str = "callkeeper",
+        validate_sdp: Callable[[bytes], str | None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.local = local
+        self.ids = ids
+        self.timers = timers
+        self.user_agent = user_agent
+        self.validate_sdp = validate_sdp
+        self.calls: dict[str, Call] = {}
+        self._by_dialog: dict[DialogId, tuple[Call, Leg]] = {}
+        self._forks: dict[int, tuple[Call, Leg]] = {}  # B INVITE client transaction → fork
+        self._invites: dict[int, Call] = {}  # A INVITE server transaction → call (for CANCEL)
+        self._relays: dict[int, Relay] = {}  # relayed request's client transaction → relay
+        self._own_call_ids: dict[str, Call] = {}
+        self._timers: TimerHeap[tuple[str, str]] = TimerHeap()
+        # A CANCELled INVITE that never gets its final response has no timer of its own in
+        # RFC 3261: the TU gives up on it 64·T1 after the CANCEL (§9.1).
+        self._abandon: TimerHeap[int] = TimerHeap()
+        self._events: deque[CallEvent] = deque()
+
+    # --- queries ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def next_event(self) -> CallEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for d in (self._timers.next_deadline(), self._abandon.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def is_own_call_id(self, call_id: str) -> bool:
+        """A Call-ID we generated for a B leg: an INVITE carrying it has looped back to us."""
+        return call_id in self._own_call_ids
+
+    def owns_transaction(self, transaction_id: int) -> bool:
+        return transaction_id in self._forks or transaction_id in self._relays
+
+    def knows_dialog(self, request: Request) -> bool:
+        try:
+            return DialogId.of_request(request) in self._by_dialog
+        except ParseError:
+            return False
+
+    # --- call set-up ----------------------------------------------------------------------------
+    def start_call(
+        self,
+        request: Request,
+        transaction_id: int,
+        flow: Flow,
+        caller: str | None,
+        target: CallTarget,
+        now: float,
+    ) -> None:
+        """Take a new INVITE (already authorised and routed) and fork it to the target."""
+        endpoint = self.endpoint
+        if self.validate_sdp is not None and _is_sdp(request):
+            problem = self.validate_sdp(request.body)
+            if problem is not None:
+                self._reject(request, transaction_id, 488, now, warning=problem)
+                return
+        if not target.contacts:
+            self._reject(request, transaction_id, 480, now)
+            return
+        local_tag_source = self.ids
+        try:
+            a_dialog = Dialog.create_uas(
+                request, local_tag_source, local_contact=self.local.contact(flow),
+                over_tls=flow.transport == "tls",
+            )  # fmt: skip
+        except DialogError as error:
+            self._reject(request, transaction_id, error.status, now, warning=error.reason)
+            return
+        a = Leg(
+            id=self.ids(), is_caller=True, flow=flow, user=caller, state=LegState.TRYING,
+            dialog=a_dialog, invite=request, invite_transaction=transaction_id,
+            local_tag=a_dialog.id.local_tag, remote_sdp=request.body if _is_sdp(request) else None,
+        )  # fmt: skip
+        call = Call(id=self.ids(), a=a, created=now, callee=target.callee)
+        self.calls[call.id] = call
+        self._by_dialog[a_dialog.id] = (call, a)
+        self._invites[transaction_id] = call
+        endpoint.send_response(request.create_response(100), now, transaction_id)
+        self._events.append(CallStarted(call.id, caller, target.callee, now))
+        max_forwards = _max_forwards(request) - 1
+        from_address = Address(
+            URI("sip", user=caller or request.from_addr.uri.user, host=self.local.domain),
+            request.from_addr.display_name,
+        )
+        for contact in target.contacts:
+            self._fork(call, request, contact, target, from_address, max_forwards, now)
+
+    def _fork(
+        self,
+        call: Call,
+        a_invite: Request,
+        contact: Contact,
+        target: CallTarget,
+        from_address: Address,
+        max_forwards: int,
+        now: float,
+    ) -> None:
+        fork = Leg(
+            id=self.ids(), is_caller=False, flow=contact.flow, user=contact.user,
+            endpoint=contact.endpoint, local_tag=self.ids(),
+        )  # fmt: skip
+        call_id = f"{self.ids()}-{self.ids()}@callkeeper"
+        headers = Headers()
+        via = self.local.via(contact.flow).with_params(branch=MAGIC_COOKIE + self.ids())
+        headers.add("Via", str(via))
+        headers.add("Max-Forwards", str(max_forwards))
+        headers.add("From", str(from_address.with_tag(fork.local_tag)))
+        headers.add("To", str(Address(target.to_uri)))
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", str(self.local.contact(contact.flow)))
+        headers.add("Allow", ALLOW)
+        headers.add("Supported", SUPPORTED)
+        headers.add("User-Agent", self.user_agent)
+        for name in ("subject", "priority", "alert-info", "call-info"):
+            value = a_invite.headers.get(name)
+            if value is not None:
+                headers.add(name.title(), value)
+        body = a_invite.body
+        if body:
+            headers.add("Content-Type", a_invite.headers.get("content-type") or "application/sdp")
+            fork.local_sdp = body
+        invite = Request("INVITE", contact.uri, headers, body)
+        fork.invite = invite
+        call.forks.append(fork)
+        self._own_call_ids[call_id] = call
+        transaction_id = self.endpoint.send_request(invite, contact.flow, now)
+        fork.invite_transaction = transaction_id
+        self._forks[transaction_id] = (call, fork)
+
+    def _reject(
+        self, request: Request, transaction_id: int, status: int, now: float, warning: str = ""
+    ) -> None:
+        response = request.create_response(status, to_tag=self.ids())
+        if warning:
+            text = "".join(ch for ch in warning if ch.isprintable() and ch not in '"\\')[:120]
+            response.headers.add("Warning", f'399 {self.user_agent} "{text}"')
+        self.endpoint.send_response(response, now, transaction_id)
+
+    # --- responses --------------------------------------------------------------------------------
+    def receive_response(self, transaction_id: int, response: Response, now: float) -> bool:
+        """A response to one of our requests; False when it is not the B2BUA's."""
+        fork_entry = self._forks.get(transaction_id)
+        if fork_entry is not None:
+            call, fork = fork_entry
+            self._fork_response(call, fork, response, now)
+            return True
+        relay = self._relays.get(transaction_id)
+        if relay is not None:
+            if response.status >= 200:
+                del self._relays[transaction_id]
+                self._relay_final(relay, response, now)
+            return True
+        return False
+
+    def transaction_timed_out(self, transaction_id: int, now: float) -> None:
+        """Timer B/F: no answer. A fork counts as a 408; a relayed request is answered 408."""
+        fork_entry = self._forks.get(transaction_id)
+        if fork_entry is not None:
+            call, fork = fork_entry
+            assert fork.invite is not None
+            self._fork_response(call, fork, fork.invite.create_response(408), now)
+            return
+        relay = self._relays.pop(transaction_id, None)
+        if relay is not None:
+            self._relay_final(relay, relay.request.create_response(408), now)
+
+    def transaction_terminated(self, transaction_id: int) -> None:
+        self._abandon.cancel(transaction_id)
+        self._forks.pop(transaction_id, None)
+        self._relays.pop(transaction_id, None)
+        self._invites.pop(transaction_id, None)
+
+    def _fork_response(self, call: Call, fork: Leg, response: Response, now: float) -> None:
+        status = response.status
+        if status == 100:
+            return
+        if status < 200:
+            self._fork_provisional(call, fork, response, now)
+        elif status < 300:
+            self._fork_success(call, fork, response, now)
+        else:
+            self._fork_failure(call, fork, response, now)
+
+    def _fork_provisional(self, call: Call, fork: Leg, response: Response, now: float) -> None:
+        if call.state is not CallState.SETUP or fork.cancelled:
+            return
+        if response.to_addr.tag and fork.invite is not None:
+            if fork.dialog is None:
+                try:
+                    fork.dialog = Dialog.create_uac(fork.invite, response, self.ids)
+                except DialogError:
+                    fork.dialog = None
+            else:
+                fork.dialog.receive_response(response)
+        fork.state = LegState.EARLY
+        if _is_sdp(response):
+            fork.remote_sdp = response.body
+        a = call.a
+        assert a.invite is not None and a.invite_transaction is not None
+        relayed = a.invite.create_response(response.status, response.reason, to_tag=a.local_tag)
+        relayed.headers.add("Contact", str(self.local.contact(a.flow)))
+        if _is_sdp(response):
+            relayed.headers.add("Content-Type", "application/sdp")
+            relayed.body = response.body
+            a.local_sdp = response.body
+        if a.dialog is not None:
+            a.dialog.send_response(relayed)
+        a.state = LegState.EARLY
+        self.endpoint.send_response(relayed, now, a.invite_transaction)
+
+    def _fork_success(self, call: Call, fork: Leg, response: Response, now: float) -> None:
+        if fork is call.b:
+            # A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4).
+            if fork.ack is not None:
+                self.endpoint.send_stateless(fork.ack, fork.flow)
+            return
+        if call.state is not CallState.SETUP or call.b is not None or fork.cancelled:
+            self._ack_and_bye(fork, response, now)
+            return
+        assert fork.invite is not None
+        try:
+            if fork.dialog is not None and fork.dialog.id == DialogId.of_response(response):
+                fork.dialog.receive_response(response)
+            else:
+                fork.dialog = Dialog.create_uac(fork.invite, response, self.ids)
+        except (DialogError, ParseError):
+            self._ack_and_bye(fork, response, now)
+            return
+        fork.state = LegState.CONFIRMED
+        fork.remote_sdp = response.body if _is_sdp(response) else fork.remote_sdp
+        call.b = fork
+        self._by_dialog[fork.dialog.id] = (call, fork)
+        for other in call.forks:
+            if other is not fork:
+                self._cancel_fork(other, now)
+        a = call.a
+        assert a.invite is not None and a.invite_transaction is not None
+        answer = a.invite.create_response(200, to_tag=a.local_tag)
+        headers = answer.headers
+        headers.add("Contact", str(self.local.contact(a.flow)))
+        headers.add("Allow", ALLOW)
+        headers.add("Supported", SUPPORTED)
+        headers.add("Server", self.user_agent)
+        if response.body:
+            headers.add("Content-Type", response.headers.get("content-type") or "application/sdp")
+            answer.body = response.body
+            a.local_sdp = response.body if _is_sdp(response) else a.local_sdp
+        if a.dialog is not None:
+            a.dialog.send_response(answer)
+        a.state = LegState.CONFIRMED
+        call.state = CallState.ACTIVE
+        call.answered = now
+        self._expect_ack(call, a, fork, answer, now)
+        self.endpoint.send_response(answer, now, a.invite_transaction)
+        self._events.append(CallAnswered(call.id, fork.endpoint, now))
+
+    def _fork_failure(self, call: Call, fork: Leg, response: Response, now: float) -> None:
+        fork.final_response = response
+        fork.state = LegState.TERMINATED
+        if call.state is not CallState.SETUP or call.b is not None:
+            return
+        if all(f.state is LegState.TERMINATED for f in call.forks):
+            best = _best_failure([f.final_response for f in call.forks if f.final_response])
+            status = _FAILURE_MAP.get(best.status, best.status)
+            a = call.a
+            assert a.invite is not None and a.invite_transaction is not None
+            reason = best.reason if status == best.status else None
+            failure = a.invite.create_response(status, reason, to_tag=a.local_tag)
+            self.endpoint.send_response(failure, now, a.invite_transaction)
+            self._end(call, f"{status} {failure.reason}", now)
+
+    def _cancel_fork(self, fork: Leg, now: float) -> None:
+        if fork.cancelled or fork.state is LegState.TERMINATED or fork.invite is None:
+            return
+        fork.cancelled = True
+        self.endpoint.send_request(build_cancel(fork.invite), fork.flow, now)
+        if fork.invite_transaction is not None:
+            self._abandon.schedule(now + self.timers.timer_b, fork.invite_transaction)
+
+    def _ack_and_bye(self, fork: Leg, response: Response, now: float) -> None:
+        """A 2xx nobody wants (a losing fork, a cancelled call): ACK it, then BYE it (§15)."""
+        if fork.invite is None:
+            return
+        try:
+            dialog = Dialog.create_uac(fork.invite, response, self.ids)
+        except (DialogError, ParseError):
+            return
+        via = self.local.via(fork.flow)
+        self.endpoint.send_stateless(dialog.create_ack(via), fork.flow)
+        bye = dialog.create_request("BYE", via)
+        self.endpoint.send_request(bye, fork.flow, now)
+
+    # --- ACK, CANCEL, in-dialog requests ------------------------------------------------------------
+    def receive_ack(self, request: Request, now: float) -> None:
+        """An ACK for a 2xx: pass it on to the leg whose 2xx it answers (late SDP included)."""
+        try:
+            entry = self._by_dialog.get(DialogId.of_request(request))
+        except ParseError:
+            return
+        if entry is None:
+            return
+        call, leg = entry
+        if call.unacked_response is None or leg is not call.awaiting_ack_from:
+            return
+        call.unacked_response = None
+        self._timers.cancel((call.id, "2xx"))
+        target = call.other(leg)
+        call.awaiting_ack_from = None
+        if target is None or target.dialog is None:
+            return
+        if _is_sdp(request):
+            leg.remote_sdp = request.body
+            target.local_sdp = request.body
+        content_type = request.headers.get("content-type") if request.body else None
+        ack = target.dialog.create_ack(self.local.via(target.flow), body=request.body,
+                                       content_type=content_type)  # fmt: skip
+        target.ack = ack
+        self.endpoint.send_stateless(ack, target.flow)
+
+    def receive_cancel(
+        self, cancel_transaction: int, cancelled: int | None, request: Request, now: float
+    ) -> None:
+        endpoint = self.endpoint
+        call = self._invites.get(cancelled) if cancelled is not None else None
+        status = 200 if cancelled is not None else 481
+        endpoint.send_response(request.create_response(status, to_tag=self.ids()), now, cancel_transaction)
+        if call is None or call.state is not CallState.SETUP:
+            return  # nothing pending any more: a CANCEL after the final response does nothing
+        a = call.a
+        assert a.invite is not None and a.invite_transaction is not None
+        endpoint.send_response(a.invite.create_response(487, to_tag=a.local_tag), now, a.invite_transaction)
+        for fork in call.forks:
+            self._cancel_fork(fork, now)
+        self._end(call, "cancelled", now)
+
+    def receive_in_dialog(self, request: Request, transaction_id: int, flow: Flow, now: float) -> None:
+        """A request inside one of our dialogs (not ACK): check it, then relay or act."""
+        try:
+            entry = self._by_dialog.get(DialogId.of_request(request))
+        except ParseError:
+            entry = None
+        if entry is None:
+            self._reply(request, transaction_id, 481, now)
+            return
+        call, leg = entry
+        assert leg.dialog is not None
+        rejected = leg.dialog.receive_request(request)
+        if rejected is not None:
+            self._reply(request, transaction_id, rejected, now)
+            return
+        if request.method == "BYE":
+            self._reply(request, transaction_id, 200, now)
+            self._hang_up(call, leg, now)
+            return
+        other = call.other(leg)
+        if other is None or other.dialog is None or other.dialog.state is not DialogState.CONFIRMED:
+            # The other side is not reachable inside a dialog (yet): nothing to relay to.
+            status = 491 if request.method == "INVITE" else 481
+            self._reply(request, transaction_id, status, now)
+            return
+        if request.method == "INVITE" and (
+            call.unacked_response is not None or self._has_pending_invite(call)
+        ):
+            self._reply(request, transaction_id, 491, now)  # glare (RFC 3261 §14.2)
+            return
+        self._relay(call, leg, other, request, transaction_id, now)
+
+    def _relay(
+        self, call: Call, from_leg: Leg, to_leg: Leg, request: Request, server_txn: int, now: float
+    ) -> None:
+        assert to_leg.dialog is not None
+        extra = [(name, value) for name, value in request.headers
+                 if name.lower() in _RELAYED_HEADERS]  # fmt: skip
+        content_type = request.headers.get("content-type") if request.body else None
+        outgoing = to_leg.dialog.create_request(
+            request.method, self.local.via(to_leg.flow), body=request.body,
+            content_type=content_type, headers=extra,
+        )  # fmt: skip
+        if request.method == "INVITE" and _is_sdp(request):
+            from_leg.remote_sdp = request.body
+            to_leg.local_sdp = request.body
+        client_txn = self.endpoint.send_request(outgoing, to_leg.flow, now)
+        self._relays[client_txn] = Relay(call, from_leg, to_leg, server_txn, request)
+
+    def _has_pending_invite(self, call: Call) -> bool:
+        return any(r.call is call and r.request.method == "INVITE" for r in self._relays.values())
+
+    def _relay_final(self, relay: Relay, response: Response, now: float) -> None:
+        call, from_leg, to_leg = relay.call, relay.from_leg, relay.to_leg
+        if to_leg.dialog is not None:
+            to_leg.dialog.receive_response(response)
+        if call.state is CallState.ENDED:
+            return
+        status = _FAILURE_MAP.get(response.status, response.status)
+        answer = relay.request.create_response(status, response.reason if status == response.status else None)
+        method = relay.request.method
+        if response.body:
+            answer.headers.add("Content-Type", response.headers.get("content-type") or "application/sdp")
+            answer.body = response.body
+        for name, value in response.headers:
+            if name.lower() in ("session-expires", "require", "event", "allow-events"):
+                answer.headers.add(name, value)
+        if 200 <= status < 300 and method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
+            answer.headers.add("Contact", str(self.local.contact(from_leg.flow)))
+        if method == "INVITE" and 200 <= status < 300:
+            if _is_sdp(response):
+                to_leg.remote_sdp = response.body
+                from_leg.local_sdp = response.body
+            self._expect_ack(call, from_leg, to_leg, answer, now)
+        self.endpoint.send_response(answer, now, relay.server_transaction)
+        if response.status == 481 and to_leg.dialog is not None:
+            # The far side lost its dialog: the call is broken on that leg. (The recovery
+            # engine takes this over; until then, end the call cleanly on both sides.)
+            self._hang_up(call, to_leg, now)
+
+    # --- 2xx retransmission to the A side (RFC 3261 §13.3.1.4) --------------------------------------
+    def _expect_ack(self, call: Call, leg: Leg, ack_target: Leg, response: Response, now: float) -> None:
+        call.awaiting_ack_from = leg
+        call.unacked_response = response
+        call.retransmit_deadline = now + self.timers.timer_h
+        if leg.flow.reliable:
+            call.retransmit_interval = 0.0
+            self._timers.schedule(call.retransmit_deadline, (call.id, "2xx"))
+        else:
+            call.retransmit_interval = self.timers.t1
+            self._timers.schedule(now + self.timers.t1, (call.id, "2xx"))
+
+    def handle_timer(self, now: float) -> None:
+        for transaction_id in self._abandon.pop_due(now):
+            self.endpoint.abandon_transaction(transaction_id, now)
+        for call_id, kind in self._timers.pop_due(now):
+            call = self.calls.get(call_id)
+            if call is None:
+                continue
+            if kind == "2xx":
+                self._retransmit_2xx(call, now)
+
+    def _retransmit_2xx(self, call: Call, now: float) -> None:
+        leg = call.awaiting_ack_from
+        response = call.unacked_response
+        if leg is None or response is None:
+            return
+        if now >= call.retransmit_deadline:
+            # No ACK within 64·T1: the dialog is confirmed and then torn down (§13.3.1.4).
+            call.unacked_response = None
+            call.awaiting_ack_from = None
+            self._hang_up(call, leg, now, reason="no ACK for our 2xx")
+            return
+        assert leg.invite is not None or not leg.is_caller
+        self.endpoint.send_response(response, now)
+        call.retransmit_interval = min(call.retransmit_interval * 2, self.timers.t2)
+        self._timers.schedule(min(now + call.retransmit_interval, call.retransmit_deadline), (call.id, "2xx"))
+
+    # --- ending ---------------------------------------------------------------------------------------
+    def _hang_up(self, call: Call, from_leg: Leg, now: float, reason: str | None = None) -> None:
+        """`from_leg` ended the call (BYE, or it broke): BYE every other confirmed leg."""
+        for leg in call.legs():
+            if leg is from_leg or leg.dialog is None:
+                continue
+            if leg.dialog.state is DialogState.CONFIRMED:
+                bye = leg.dialog.create_request("BYE", self.local.via(leg.flow))
+                self.endpoint.send_request(bye, leg.flow, now)
+                leg.dialog.terminate()
+            elif not leg.is_caller:
+                self._cancel_fork(leg, now)
+        if from_leg.dialog is not None and from_leg.dialog.state is not DialogState.TERMINATED:
+            from_leg.dialog.terminate()
+        who = "caller" if from_leg.is_caller else "callee"
+        self._end(call, reason or f"{who} hung up", now)
+
+    def _end(self, call: Call, reason: str, now: float) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.ended = now
+        call.end_reason = reason
+        for leg in call.legs():
+            leg.state = LegState.TERMINATED
+            if leg.dialog is not None:
+                self._by_dialog.pop(leg.dialog.id, None)
+            if leg.invite is not None and not leg.is_caller:
+                self._own_call_ids.pop(leg.invite.call_id, None)
+        self._timers.cancel((call.id, "2xx"))
+        del self.calls[call.id]
+        self._events.append(CallEnded(call.id, reason, now, call.answered is not None))
+
+    def _reply(self, request: Request, transaction_id: int, status: int, now: float) -> None:
+        self.endpoint.send_response(request.create_response(status), now, transaction_id)
+
+
+def _max_forwards(request: Request) -> int:
+    value = request.headers.get("max-forwards")
+    return int(value) if value is not None and value.isdigit() else 70
+
+
+def _best_failure(responses: list[Response]) -> Response:
+    """RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class, 408 last among equals."""
+    for response in responses:
+        if response.status >= 600:
+            return response
+
+    def rank(response: Response) -> tuple[int, int]:
+        return (response.status // 100, 1 if response.status == 408 else 0)
+
+    return min(responses, key=rank)
