@@ -34,6 +34,7 @@ from callkeeper.directory import (
     RegistrarSettings,
     UserTarget,
 )
+from callkeeper.sdp import validate_sdp
 from callkeeper.sip import capabilities
 from callkeeper.sip.digest import DigestAuthenticator
 from callkeeper.sip.endpoint import (
@@ -87,7 +88,7 @@ class CallManager:
         authenticator = DigestAuthenticator(secret, config.sip.domain, auth_settings.nonce_ttl)
         self.auth = AuthPolicy.from_settings(self.directory, authenticator, auth_settings)
         self.b2bua = B2BUA(self.endpoint, self.local, ids, self.timer_settings,
-                           user_agent=config.sip.user_agent)  # fmt: skip
+                           user_agent=config.sip.user_agent, validate_sdp=validate_sdp)  # fmt: skip
         self.calls_completed = 0
         self._commands: deque[RegistrarCommand] = deque()
         self._events: deque[ManagerEvent] = deque()

@@ -39,17 +39,15 @@ _PARAM_RE = re.compile(_PARAM)
 _TOKEN_RE = re.compile(TOKEN)
 _DISPLAY = rf"(?:({QUOTED_STRING})|({TOKEN}(?:[ \t]++{TOKEN})*+))?"
 
-# [display-name] LAQUOT addr-spec RAQUOT, then whatever follows (the parameters).
-_NAME_ADDR_RE = re.compile(rf"{_DISPLAY}{_LWS}<([^<>]*+)>(.*+)", re.DOTALL)
-# The common case in one pass: a name-addr holding a SIP URI, or a SIP addr-spec (which may not
-# contain ';', '?' or ',': its parameters are the header's), each followed by parameters.
-_SIP_NAME_ADDR_RE = re.compile(
-    rf"{_DISPLAY}{_LWS}<({SIP_URI_PATTERN})>({PARAMS_PATTERN})", re.DOTALL
-)
+# [display-name] LAQUOT addr-spec RAQUOT: an address without its parameters.
+_NAME_ADDR_RE = re.compile(rf"{_DISPLAY}{_LWS}<([^<>]*+)>")
+# The common cases in one regex pass: a name-addr holding a SIP URI, or a SIP addr-spec (which
+# may not contain ';', '?' or ',': a ';' after it starts the header's parameters).
+_SIP_NAME_ADDR_RE = re.compile(rf"{_DISPLAY}{_LWS}<({SIP_URI_PATTERN})>")
 _SIP_ADDR_SPEC_RE = re.compile(
     r"([Ss][Ii][Pp][Ss]?):(?:((?:[A-Za-z0-9\-_.!~*'()&=+$/]|%[0-9A-Fa-f]{2})++)"
     r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})*+))?@)?"
-    rf"({HOST_PATTERN})(?::([0-9]++))?({PARAMS_PATTERN})"
+    rf"({HOST_PATTERN})(?::([0-9]++))?"
 )
 
 
@@ -124,14 +122,24 @@ class Address:
         return f"{name}<{self.uri}>{format_params(self.params)}"
 
 
-# Parsed addresses by their exact text. Address and URI are immutable, so one parsed value can
+# Parsed values by their exact text. Address and URI are immutable, so one parsed value can
 # serve every message that carries the same text: the To, Contact and Route values of a busy
-# server repeat all the time (retransmissions, in-dialog requests, re-registrations), and a
-# look-up costs a fraction of a parse. Bounded (cleared when full) and limited to short values,
-# so hostile traffic can only make it miss, not grow.
+# server repeat all the time (retransmissions, in-dialog requests, re-registrations), and so
+# does the display name and URI of a From whose tag is new. A look-up costs a fraction of a
+# parse. Bounded (cleared when full) and limited to short texts, so hostile traffic can only
+# make them miss, not grow. Set MEMO_SIZE to 0 to parse everything from scratch.
 _MEMO: dict[str, Address] = {}
+_URI_PART_MEMO: dict[str, tuple[URI, str | None]] = {}
 MEMO_SIZE = 4096
 _MEMO_TEXT_MAX = 256
+
+
+def remember(memo: dict[str, Any], text: str, value: Any) -> None:
+    """Store a parsed value in one of the memo tables (see MEMO_SIZE)."""
+    if len(text) <= _MEMO_TEXT_MAX and MEMO_SIZE:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[text] = value
 
 
 def parse_address(text: str) -> Address:
@@ -143,46 +151,59 @@ def parse_address(text: str) -> Address:
     """
     address = _MEMO.get(text)
     if address is None:
-        address = _parse_address(text)
-        if len(text) <= _MEMO_TEXT_MAX and MEMO_SIZE:
-            if len(_MEMO) >= MEMO_SIZE:
-                _MEMO.clear()
-            _MEMO[text] = address
+        value = text.strip(" \t")
+        # Where the parameters start: after the '>' that closes a name-addr's URI, else at the
+        # first ';'. A quoted display name may hold any of '<', '>', ';', so look past it; a
+        # quoted parameter value may hold '<', so a name-addr is one whose '<' comes first.
+        start = _quoted_end(value) + 1 if value[:1] == '"' else 0
+        lt = value.find("<", start)
+        semi = value.find(";", start)
+        if lt >= 0 and (semi < 0 or lt < semi):
+            end = value.find(">", lt) + 1
+            if end <= 0:
+                raise ParseError(f"bad name-addr {value[:64]!r}")
+        else:
+            end = semi if semi >= 0 else len(value)
+        uri_part = value[:end]
+        known = _URI_PART_MEMO.get(uri_part)
+        if known is None:
+            known = _parse_uri_part(uri_part)
+            remember(_URI_PART_MEMO, uri_part, known)
+        params = parse_params(value[end:]) if end < len(value) else ()
+        address = new_address(known[0], known[1], params, value)
+        remember(_MEMO, text, address)
     return address
 
 
-def _parse_address(text: str) -> Address:
-    value = text.strip(" \t")
-    match = _SIP_NAME_ADDR_RE.fullmatch(value)
-    if match is not None:
-        groups = match.groups()
-        uri = sip_uri_from_groups(groups[3:10], groups[2])
-        param_text = groups[10]
-        return new_address(
-            uri, groups[0] or groups[1], split_params(param_text) if param_text else (), value
-        )
-    match = _SIP_ADDR_SPEC_RE.fullmatch(value)
-    if match is not None:
-        groups = match.groups()
-        uri_text = value[: match.end(5) if groups[4] is not None else match.end(4)]
-        uri = sip_uri_from_groups((*groups[:5], None, None), uri_text)
-        param_text = groups[5]
-        return new_address(uri, None, split_params(param_text) if param_text else (), value)
-    if not value:
-        raise ParseError("empty address")
-    if "<" in value:
-        match = _NAME_ADDR_RE.fullmatch(value)
+def _quoted_end(text: str) -> int:
+    """The index of the DQUOTE closing the quoted string at the start of `text` (or -1)."""
+    match = _QUOTED_RE.match(text)
+    return match.end() - 1 if match is not None else -1
+
+
+_QUOTED_RE = re.compile(QUOTED_STRING)
+
+
+def _parse_uri_part(text: str) -> tuple[URI, str | None]:
+    """(URI, display name) of an address without its parameters."""
+    if text[-1:] == ">":
+        match = _SIP_NAME_ADDR_RE.fullmatch(text)
+        if match is not None:
+            groups = match.groups()
+            return sip_uri_from_groups(groups[3:], groups[2]), groups[0] or groups[1]
+        match = _NAME_ADDR_RE.fullmatch(text)
         if match is None:
-            raise ParseError(f"bad name-addr {value[:64]!r}")
-        uri = parse_uri(match[3], any_scheme=True)
-        return Address(uri, match[1] or match[2], parse_params(match[4]), value)
-    semi = value.find(";")
-    uri_text = (value if semi < 0 else value[:semi]).rstrip(" \t")
+            raise ParseError(f"bad name-addr {text[:64]!r}")
+        return parse_uri(match[3], any_scheme=True), match[1] or match[2]
+    uri_text = text.rstrip(" \t")
+    match = _SIP_ADDR_SPEC_RE.fullmatch(uri_text)
+    if match is not None:
+        return sip_uri_from_groups((*match.groups(), None, None), uri_text), None
+    if not uri_text:
+        raise ParseError("empty address")
     if "," in uri_text or "?" in uri_text or " " in uri_text or "\t" in uri_text:
         raise ParseError(f"bad addr-spec {uri_text[:64]!r}")
-    uri = parse_uri(uri_text, any_scheme=True)
-    params = parse_params(value[semi:]) if semi >= 0 else ()
-    return Address(uri, None, params, value)
+    return parse_uri(uri_text, any_scheme=True), None
 
 
 _ADDRESS_SETTERS = tuple(
