@@ -106,7 +106,7 @@ class Address:
 
     def with_param(self, name: str, value: str | None = None) -> Address:
         lname = name.lower()
-        params = tuple(p for p in self.params if p[0].lower() != lname) + ((name, value),)
+        params = (*(p for p in self.params if p[0].lower() != lname), (name, value))
         return dataclass_replace(self, params=params, _text=None)
 
     def with_tag(self, tag: str) -> Address:

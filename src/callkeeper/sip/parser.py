@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from callkeeper.sip import address
 from callkeeper.sip.address import PARAMS_PATTERN, TOKEN, parse_address
@@ -200,7 +200,7 @@ def _parse_head(head: bytes) -> _Head:
     # The checked headers: each one's first value, and all values of those that repeat.
     pairs = [(key, value) for key, _, value in items if key in _CHECKED]
     first = dict(reversed(pairs))
-    index = Index(first, _repeated(pairs) if len(first) != len(pairs) else _NO_REPEATS)
+    index: Index = (first, _repeated(pairs) if len(first) != len(pairs) else _NO_REPEATS)
     headers = Headers._from_parsed(items)
 
     request: Request | None = None
@@ -220,23 +220,24 @@ def _parse_head(head: bytes) -> _Head:
         # A 505 says it all; otherwise look for the 400s (which outrank a 416).
         problem = _worse(problem, framing or _validate(message, request, index))
     # Clean CRLF text with an exact Content-Length can go back out as received (to_bytes()).
-    clean = problem is None and crlfs and length is not None and first["content-length"] == str(length)
+    clean = (
+        problem is None and crlfs and length is not None and first["content-length"] == str(length)
+    )
     return message, problem, first.get("via"), length, framing, start if clean else None
 
 
-class Index(NamedTuple):
-    """The checked headers of a message: first value of each, all values of repeated ones."""
+# The checked headers of a message: the first value of each, and all values of those that
+# repeat (a plain tuple: it is made for every message).
+Index = tuple[dict[str, str], dict[str, list[str]]]
 
-    first: dict[str, str]
-    repeated: dict[str, list[str]]
 
-    def all(self, key: str) -> list[str] | None:
-        """Every value (line) of header `key`, or None when absent."""
-        values = self.repeated.get(key)
-        if values is not None:
-            return values
-        value = self.first.get(key)
-        return None if value is None else [value]
+def _all_values(index: Index, key: str) -> list[str] | None:
+    """Every value (line) of header `key`, or None when absent."""
+    values = index[1].get(key)
+    if values is not None:
+        return values
+    value = index[0].get(key)
+    return None if value is None else [value]
 
 
 _NO_REPEATS: dict[str, list[str]] = {}
@@ -364,10 +365,13 @@ def _request_line(line: str) -> tuple[tuple[str, URI, str], Problem | None]:
                     _URI_MEMO.clear()
                 _URI_MEMO[uri_text] = uri
     except ParseError as error:
-        # Extra SP (RFC 4475 §3.1.2.8-10) and <> around the URI (§3.1.2.7) end up here.
-        scheme = uri_text.partition(":")[0].lower() if ":" in uri_text else ""
-        uri = URI(scheme, _text=uri_text, opaque=uri_text)
         problem = _worse(problem, (error.reason, error.status))
+        if error.status == 416:  # well-formed, of another scheme: keep it as such
+            uri = parse_uri(uri_text, any_scheme=True)
+        else:
+            # Extra SP (RFC 4475 §3.1.2.8-10), <> around the URI (§3.1.2.7) ...: keep the text.
+            scheme, _, rest = uri_text.partition(":")
+            uri = URI(scheme.lower() if rest else "", _text=uri_text, opaque=rest or uri_text)
     else:
         if uri.headers:
             problem = _worse(problem, ("headers in the Request-URI", 400))  # §19.1.1 table 1
@@ -376,10 +380,10 @@ def _request_line(line: str) -> tuple[tuple[str, URI, str], Problem | None]:
 
 def _content_length(index: Index) -> tuple[int | None, Problem | None]:
     """The Content-Length, and the reason a stream could not be framed by it."""
-    value = index.first.get("content-length")
+    value = index[0].get("content-length")
     if value is None:
         return None, None
-    values = index.repeated.get("content-length")
+    values = index[1].get("content-length")
     if values is not None and any(other != value for other in values):
         return None, ("conflicting Content-Length headers", 400)  # RFC 4475 §3.3.9
     length = _number(value, 9_999_999_999, 10)
@@ -416,11 +420,14 @@ def _validate(message: Message, request: Request | None, index: Index) -> Proble
             for key in ("from", "to", "call-id", "cseq", "max-forwards"):
                 if key in repeated:
                     raise ParseError(f"repeated {key} header")
-        for key in ("from", "to"):
-            value = first.get(key)
-            if value is None:
-                raise ParseError(f"missing {key} header")
-            cache[key] = (version, value, parse_address(value))
+        value = first.get("from")
+        if value is None:
+            raise ParseError("missing From header")
+        cache["from"] = (version, value, parse_address(value))
+        value = first.get("to")
+        if value is None:
+            raise ParseError("missing To header")
+        cache["to"] = (version, value, parse_address(value))
         value = first.get("call-id")
         if value is None or _CALL_ID_RE.fullmatch(value) is None:
             raise ParseError(f"missing or bad Call-ID {(value or '')[:40]!r}")
@@ -461,7 +468,7 @@ def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], version
         # Out-of-range values may be read as the default (RFC 4475 §3.1.2.4): not checked.
         raise ParseError("bad Expires header")
     for key in ("route", "record-route"):
-        lines = index.all(key)
+        lines = _all_values(index, key)
         if lines is not None:
             routes = [route for line in lines for route in split_list(line)]
             if any(route[:1] != "<" for route in routes):
@@ -567,7 +574,7 @@ class StreamParser:
             self._need_body = None
             return self._complete(head, head_bytes, length)
         half_ping, self._half_ping = self._half_ping, False
-        while buffer[:1] in (b"\r", b"\n"):
+        while buffer and buffer[0] in (13, 10):  # CR, LF
             # A keep-alive, or CRLFs before a message (which RFC 3261 §7.5 says to skip).
             if buffer.startswith(b"\r\n\r\n"):
                 del buffer[:4]

@@ -166,7 +166,7 @@ class URI:
 
     def with_param(self, name: str, value: str | None = None) -> URI:
         lname = name.lower()
-        params = tuple(p for p in self.params if p[0].lower() != lname) + ((name, value),)
+        params = (*(p for p in self.params if p[0].lower() != lname), (name, value))
         return self.replace(params=params)
 
     def without_param(self, name: str) -> URI:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from typing import Any
 
-from callkeeper.sip.address import PARAMS_PATTERN, TOKEN, format_params, split_params
+from callkeeper.sip.address import TOKEN, format_params, parse_params, remember
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.uri import HOST_PATTERN, parse_port, split_hostport, valid_host
 
@@ -19,7 +19,10 @@ _SENT = (
     rf"({TOKEN})[ \t]++({HOST_PATTERN})(?:[ \t]*+:[ \t]*+([0-9]++))?"
 )
 _SENT_RE = re.compile(_SENT)
-_VIA_RE = re.compile(rf"{_SENT}({PARAMS_PATTERN})")
+_SENT_PART_RE = re.compile(rf"{_SENT}[ \t]*+")
+# (transport, host, port, protocol) by the text before the parameters: a phone's sent-by is
+# the same in every request it sends, only the branch changes (see address.MEMO_SIZE).
+_SENT_MEMO: dict[str, tuple[str, str, int | None, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +94,13 @@ def via_sent_by(text: str) -> tuple[str, int | None] | None:
 
 def parse_via(text: str) -> Via:
     """Parse one via-parm; raises ParseError."""
-    match = _VIA_RE.fullmatch(text)
-    if match is None:
-        raise ParseError(f"bad Via {text[:64]!r}")
-    name, version, transport, host, port_text, param_text, _, _ = match.groups()
-    port = parse_port(port_text, text) if port_text is not None else None
-    if host[0] == "[" and not valid_host(host):
-        raise ParseError(f"bad IPv6 reference in Via {text[:64]!r}")
-    params = split_params(param_text) if param_text else ()
+    semi = text.find(";")
+    sent_part = text if semi < 0 else text[:semi]
+    sent = _SENT_MEMO.get(sent_part)
+    if sent is None:
+        sent = _parse_sent(sent_part)
+        remember(_SENT_MEMO, sent_part, sent)
+    params = parse_params(text[semi:]) if semi >= 0 else ()
     for key, value in params:
         if len(key) < 7:  # only branch, rport and ttl have rules beyond the generic ones
             lkey = key.lower()
@@ -110,10 +112,20 @@ def parse_via(text: str) -> Via:
                     raise ParseError("bad Via rport")
             elif lkey == "ttl" and (value is None or not value.isdigit() or len(value) > 3):
                 raise ParseError("bad Via ttl")
+    return new_via(*sent[:3], params, sent[3], text.strip(" \t"))
+
+
+def _parse_sent(text: str) -> tuple[str, str, int | None, str]:
+    """sent-protocol LWS sent-by -> (transport, host, port, protocol)."""
+    match = _SENT_PART_RE.fullmatch(text)
+    if match is None:
+        raise ParseError(f"bad Via {text[:64]!r}")
+    name, version, transport, host, port_text = match.groups()
+    port = parse_port(port_text, text) if port_text is not None else None
+    if host[0] == "[" and not valid_host(host):
+        raise ParseError(f"bad IPv6 reference in Via {text[:64]!r}")
     protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
-    if transport != "UDP" and transport != "TCP":
-        transport = transport.upper()
-    return new_via(transport, host, port, params, protocol, text.strip(" \t"))
+    return transport.upper(), host, port, protocol
 
 
 _VIA_SETTERS = tuple(
