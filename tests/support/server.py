@@ -38,6 +38,7 @@ class ServerProcess:
     sip_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    store_url: str = "memory:"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +55,7 @@ class ServerProcess:
             f"[sip]\nlisten = [{listen}]\ndomain = \"127.0.0.1\"\n{self.sip_extra}\n"
             f"{self.extra_config}\n"
             f"[api]\nlisten = \"127.0.0.1:{self.api_port}\"\n"
-            f"[store]\nurl = \"memory:\"\n"
+            f"[store]\nurl = \"{self.store_url}\"\n"
         )
         if "[sip]" in self.extra_config:
             raise ValueError("put [sip] keys in sip_extra")

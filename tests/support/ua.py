@@ -79,10 +79,11 @@ def digest_answer(challenge: str, method: str, uri: str, user: str, password: st
 class UdpAgent:
     """Sends requests from its own UDP port and reads what comes back."""
 
-    def __init__(self, server_port: int, user: str = "tester") -> None:
+    def __init__(self, server_port: int, user: str = "tester", bind_host: str = "127.0.0.1") -> None:
         self.server = ("127.0.0.1", server_port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((bind_host, 0))
+        self.host = bind_host
         self.port = int(self.sock.getsockname()[1])
         self.user = user
         self.inbox: list[Message] = []
@@ -121,13 +122,13 @@ class UdpAgent:
         content = f"Content-Type: application/sdp\r\n" if body else ""
         text = (
             f"{method} {uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{self.user}@127.0.0.1>;tag={from_tag}\r\n"
             f"To: {to_value}\r\n"
             f"Call-ID: {call_id}\r\n"
             f"CSeq: {cseq} {method}\r\n"
-            f"Contact: <sip:{self.user}@127.0.0.1:{self.port}>\r\n"
+            f"Contact: <sip:{self.user}@{self.host}:{self.port}>\r\n"
             f"{extra}{content}"
             f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
         )

@@ -573,6 +573,8 @@ class StreamParser:
                 return None
             self._need_body = None
             return self._complete(head, head_bytes, length)
+        if not buffer:
+            return None
         half_ping, self._half_ping = self._half_ping, False
         while buffer and buffer[0] in (13, 10):  # CR, LF
             # A keep-alive, or CRLFs before a message (which RFC 3261 §7.5 says to skip).
