@@ -84,10 +84,33 @@ def run_sipp(
     calls = int(rate * seconds)
     port, control, media = free_port(), free_port(), free_port()
     command = [
-        "sipp", *scenario, "-i", "127.0.0.1", "-p", str(port), "-cp", str(control), "-mp", str(media),
-        "-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 3)), "-nostdin",
-        "-buff_size", "4194304", "-trace_stat", "-stf", str(stat), "-fd", "1", *(extra or []), target,
-    ]  # fmt: skip
+        "sipp",
+        *scenario,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-cp",
+        str(control),
+        "-mp",
+        str(media),
+        "-r",
+        str(rate),
+        "-m",
+        str(calls),
+        "-l",
+        str(max(1000, rate * 3)),
+        "-nostdin",
+        "-buff_size",
+        "4194304",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "1",
+        *(extra or []),
+        target,
+    ]
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
     before = cpu_seconds(server_pids)

@@ -29,9 +29,20 @@ def start_callkeeper(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         '[store]\nurl = "memory:"\n[log]\nlevel = "warning"\n'
     )
     process = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=(workdir / "callkeeper.log").open("wb"),
-    )  # fmt: skip
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "callkeeper.cli",
+            "serve",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "callkeeper.log").open("wb"),
+    )
     wait_for_udp_answer(port)
     return process, port
 
@@ -42,10 +53,25 @@ def start_kamailio(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     config = workdir / "kamailio.cfg"
     config.write_text(text.replace("PORT", str(port)).replace("CHILDREN", "1"))
     process = subprocess.Popen(
-        ["taskset", "-c", "0", "kamailio", "-f", str(config), "-DD", "-E", "-m", "64",
-         "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=(workdir / "kamailio.log").open("wb"),
-    )  # fmt: skip
+        [
+            "taskset",
+            "-c",
+            "0",
+            "kamailio",
+            "-f",
+            str(config),
+            "-DD",
+            "-E",
+            "-m",
+            "64",
+            "-P",
+            str(workdir / "kamailio.pid"),
+            "-Y",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "kamailio.log").open("wb"),
+    )
     wait_for_udp_answer(port)
     return process, port
 
@@ -76,8 +102,14 @@ def main() -> int:
                 for name, (process, port) in servers.items():
                     if not alive[name]:
                         continue
-                    result = run_sipp(SCENARIO, f"127.0.0.1:{port}", rate, args.seconds, workdir,
-                                      children_of(process.pid))  # fmt: skip
+                    result = run_sipp(
+                        SCENARIO,
+                        f"127.0.0.1:{port}",
+                        rate,
+                        args.seconds,
+                        workdir,
+                        children_of(process.pid),
+                    )
                     print(f"{name:<10} {rate:>6}/s  {describe(result)}", flush=True)
                     if result.clean:
                         best[name] = rate
@@ -90,8 +122,10 @@ def main() -> int:
                 process.terminate()
                 process.wait(10)
     ratio = best["callkeeper"] / best["kamailio"] if best["kamailio"] else float("nan")
-    print(f"\nOPTIONS/s with 0 losses, server on one core: callkeeper {best['callkeeper']}, "
-          f"Kamailio {best['kamailio']}  (ratio {ratio:.2f}; target: callkeeper >= 8000)")  # fmt: skip
+    print(
+        f"\nOPTIONS/s with 0 losses, server on one core: callkeeper {best['callkeeper']}, "
+        f"Kamailio {best['kamailio']}  (ratio {ratio:.2f}; target: callkeeper >= 8000)"
+    )
     if best["kamailio"] == rates[-1]:
         print("note: Kamailio passed every step; its real ceiling is higher (SIPp-bound)")
     return 0

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from callkeeper.sip import address  # noqa: E402
-from callkeeper.sip.message import Message  # noqa: E402
-from callkeeper.sip.parser import parse_message  # noqa: E402
+from callkeeper.sip import address
+from callkeeper.sip.message import Message
+from callkeeper.sip.parser import parse_message
 
 SDP = (
     "v=0\r\n"
@@ -157,7 +157,9 @@ def main() -> int:
         f" {USERS} users), {args.rounds} rounds of {args.batch}, ABAB, CPU time:"
     )
     print(f"  callkeeper  {ours_median:9,.0f} msg/s  (min {min(ours):,.0f}, max {max(ours):,.0f})")
-    print(f"  sippy 2.5.0 {theirs_median:9,.0f} msg/s  (min {min(theirs):,.0f}, max {max(theirs):,.0f})")
+    print(
+        f"  sippy 2.5.0 {theirs_median:9,.0f} msg/s  (min {min(theirs):,.0f}, max {max(theirs):,.0f})"
+    )
     print(
         f"  ratio       {ratio:9.2f}x  (median of the rounds' ratios, {ratios[0]:.2f}..{ratios[-1]:.2f};"
         " target >= 3x)"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.server import ServerProcess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.server import ServerProcess, wait_until
 from support.sipp import Sipp
 from support.ua import SDP_OFFER, Message, UdpAgent, digest_answer
@@ -35,9 +36,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, uas: Sipp) -> Iterator[Serv
 
 
 def run_uac(workdir: Path, server: ServerProcess, rate: int, calls: int, name: str) -> Sipp:
-    return Sipp(workdir, ["-sn", "uac", "-s", "bob", "-r", str(rate), "-m", str(calls),
-                          "-recv_timeout", "5000"],
-                target=f"127.0.0.1:{server.sip_port}", name=name)  # fmt: skip
+    return Sipp(
+        workdir,
+        ["-sn", "uac", "-s", "bob", "-r", str(rate), "-m", str(calls), "-recv_timeout", "5000"],
+        target=f"127.0.0.1:{server.sip_port}",
+        name=name,
+    )
 
 
 def test_five_thousand_calls_at_200_per_second(server: ServerProcess, tmp_path: Path) -> None:
@@ -52,7 +56,9 @@ def test_five_thousand_calls_at_200_per_second(server: ServerProcess, tmp_path: 
 
 
 @pytest.mark.parametrize("rate", [50, 400])
-def test_message_order_is_kept_at_every_rate(server: ServerProcess, tmp_path: Path, rate: int) -> None:
+def test_message_order_is_kept_at_every_rate(
+    server: ServerProcess, tmp_path: Path, rate: int
+) -> None:
     """SIPp's built-in uac aborts a call whose 180 arrives after its 200 (an 'unexpected
     message'): a relay that reorders under load fails here."""
     uac = run_uac(tmp_path, server, rate, rate * 4, f"uac-{rate}").start()
@@ -61,9 +67,17 @@ def test_message_order_is_kept_at_every_rate(server: ServerProcess, tmp_path: Pa
     assert stats.unexpected == 0 and stats.failed == 0, stats.raw
 
 
-def invite(agent: UdpAgent, server: ServerProcess, user: str, *, body: str = SDP_OFFER,
-           extra: str = "", cseq: int = 1, call_id: str | None = None,
-           from_tag: str | None = None) -> tuple[Message | None, str, str, str]:  # fmt: skip
+def invite(
+    agent: UdpAgent,
+    server: ServerProcess,
+    user: str,
+    *,
+    body: str = SDP_OFFER,
+    extra: str = "",
+    cseq: int = 1,
+    call_id: str | None = None,
+    from_tag: str | None = None,
+) -> tuple[Message | None, str, str, str]:
     uri = f"sip:{user}@127.0.0.1:{server.sip_port}"
     data, call_id, from_tag, branch = agent.request(
         "INVITE", uri, call_id=call_id, from_tag=from_tag, cseq=cseq, body=body, extra=extra
@@ -75,9 +89,10 @@ def invite(agent: UdpAgent, server: ServerProcess, user: str, *, body: str = SDP
     return response, call_id, from_tag, branch
 
 
-def test_bad_input_does_not_disturb_calls_in_progress(server: ServerProcess, tmp_path: Path) -> None:
+def test_bad_input_does_not_disturb_calls_in_progress(
+    server: ServerProcess, tmp_path: Path
+) -> None:
     load = run_uac(tmp_path, server, 100, 1500, "uac-load").start()
-    register_uri = f"sip:127.0.0.1:{server.sip_port}"
     with UdpAgent(server.sip_port, user="alice") as agent:
         # unknown user → 404
         response, *_ = invite(agent, server, "nobody")
@@ -88,7 +103,9 @@ def test_bad_input_does_not_disturb_calls_in_progress(server: ServerProcess, tmp
         assert response is not None and response.status == 488
 
         # BYE for a dialog that does not exist → 481
-        data, call_id, *_ = agent.request("BYE", f"sip:bob@127.0.0.1:{server.sip_port}", to_tag="nope")
+        data, call_id, *_ = agent.request(
+            "BYE", f"sip:bob@127.0.0.1:{server.sip_port}", to_tag="nope"
+        )
         agent.send(data)
         response = agent.final_response(call_id, "BYE")
         assert response is not None and response.status == 481
@@ -99,8 +116,9 @@ def test_bad_input_does_not_disturb_calls_in_progress(server: ServerProcess, tmp
         assert "m=audio" in response.body
         uri = f"sip:bob@127.0.0.1:{server.sip_port}"
         agent.ack(uri, call_id, from_tag, response.to_tag, body=SDP_OFFER)
-        data, *_ = agent.request("BYE", uri, call_id=call_id, from_tag=from_tag,
-                                 to_tag=response.to_tag, cseq=2)  # fmt: skip
+        data, *_ = agent.request(
+            "BYE", uri, call_id=call_id, from_tag=from_tag, to_tag=response.to_tag, cseq=2
+        )
         agent.send(data)
         bye = agent.final_response(call_id, "BYE")
         assert bye is not None and bye.status == 200
@@ -115,8 +133,10 @@ def test_wrong_password_gets_401_then_403_and_no_call(tmp_path: Path, uas: Sipp)
         '[[users]]\nname = "alice"\npassword = "alice-secret"\n'
         f'[[users]]\nname = "bob"\nstatic_contacts = ["sip:bob@127.0.0.1:{uas.port}"]\n'
     )
-    with ServerProcess(tmp_path / "ck", extra_config=extra) as server, \
-            UdpAgent(server.sip_port, user="alice") as agent:  # fmt: skip
+    with (
+        ServerProcess(tmp_path / "ck", extra_config=extra) as server,
+        UdpAgent(server.sip_port, user="alice") as agent,
+    ):
         uri = f"sip:127.0.0.1:{server.sip_port}"
         to = f"<sip:alice@127.0.0.1:{server.sip_port}>"
         statuses = []
@@ -124,9 +144,20 @@ def test_wrong_password_gets_401_then_403_and_no_call(tmp_path: Path, uas: Sipp)
         for attempt in range(1, 6):
             auth = ""
             if challenge is not None:
-                auth = "Authorization: " + digest_answer(challenge, "REGISTER", uri, "alice", "wrong") + "\r\n"
-            data, call_id, *_ = agent.request("REGISTER", uri, to=to, cseq=attempt, call_id="reg-1@x",
-                                              from_tag="reg", extra=auth + "Expires: 60\r\n")  # fmt: skip
+                auth = (
+                    "Authorization: "
+                    + digest_answer(challenge, "REGISTER", uri, "alice", "wrong")
+                    + "\r\n"
+                )
+            data, call_id, *_ = agent.request(
+                "REGISTER",
+                uri,
+                to=to,
+                cseq=attempt,
+                call_id="reg-1@x",
+                from_tag="reg",
+                extra=auth + "Expires: 60\r\n",
+            )
             agent.send(data)
             response = agent.final_response(call_id, "REGISTER")
             assert response is not None

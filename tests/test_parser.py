@@ -12,6 +12,7 @@ import time
 import pytest
 
 from callkeeper.sip import address as address_module
+from callkeeper.sip import headers, parser
 from callkeeper.sip.errors import MessageTooLarge, ParseError
 from callkeeper.sip.headers import Headers
 from callkeeper.sip.message import CSeq, Message, Request, Response, parse_cseq
@@ -179,10 +180,16 @@ def test_bad_request_lines_are_answered(line: str, status: int) -> None:
 
 def test_the_request_line_is_kept_when_it_is_refused() -> None:
     error = rejected(invite(start="INVITE http://biloxi.example.com/bob SIP/2.0"))
-    assert (error.request.uri.scheme, error.request.uri.opaque) == ("http", "//biloxi.example.com/bob")
+    assert (error.request.uri.scheme, error.request.uri.opaque) == (
+        "http",
+        "//biloxi.example.com/bob",
+    )
     error = rejected(invite(start="INVITE sip:bob@biloxi.example.com;  lr SIP/2.0"))
     assert error.request.start_line() == "INVITE sip:bob@biloxi.example.com;  lr SIP/2.0"
-    assert (error.request.uri.scheme, error.request.uri.opaque) == ("sip", "bob@biloxi.example.com;  lr")
+    assert (error.request.uri.scheme, error.request.uri.opaque) == (
+        "sip",
+        "bob@biloxi.example.com;  lr",
+    )
     error = rejected(invite(start="INVITE bob SIP/2.0"))
     assert (error.request.uri.scheme, error.request.uri.opaque) == ("", "bob")
 
@@ -383,10 +390,14 @@ def test_bad_header_values_are_answered_with_400(line: str) -> None:
 
 def test_leading_zeros_are_numbers_too() -> None:
     message = parse_message(
-        invite("Max-Forwards: 000000070", "CSeq: 000000000000001 INVITE", drop=("max-forwards", "cseq"))
+        invite(
+            "Max-Forwards: 000000070", "CSeq: 000000000000001 INVITE", drop=("max-forwards", "cseq")
+        )
     )
     assert message.cseq.number == 1
-    message = parse_message(invite("Content-Length: 00000000000000", body=b"", drop=("content-length",)))
+    message = parse_message(
+        invite("Content-Length: 00000000000000", body=b"", drop=("content-length",))
+    )
     assert message.body == b""
 
 
@@ -517,7 +528,10 @@ def test_messages_that_are_not_clean_are_rebuilt() -> None:
 
 def test_to_bytes_sets_content_length() -> None:
     message = Response(200, "OK", Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")]), b"hello")
-    assert message.to_bytes() == b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello"
+    assert (
+        message.to_bytes()
+        == b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello"
+    )
     assert Response(100, "Trying").to_bytes() == b"SIP/2.0 100 Trying\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -632,7 +646,13 @@ def test_stream_pipelined_messages_in_one_read() -> None:
     parser = StreamParser()
     parser.feed(invite() + invite() + b"\r\n\r\n" + response() + b"\r\n")
     items = drain(parser)
-    assert [type(item) for item in items] == [Request, Request, KeepAlivePing, Response, KeepAlivePong]
+    assert [type(item) for item in items] == [
+        Request,
+        Request,
+        KeepAlivePing,
+        Response,
+        KeepAlivePong,
+    ]
     assert parser.buffered == 0
 
 
@@ -746,6 +766,24 @@ def test_memo_is_bounded_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) 
     first = address_module.parse_address("<sip:f@example.com>")
     assert address_module.parse_address("<sip:f@example.com>") is not first
     assert first == address_module.parse_address("<sip:f@example.com>")
+
+
+def test_lookup_tables_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parser, "_NAMES_MAX", 0)
+    monkeypatch.setattr(parser, "_NAMES", {})
+    monkeypatch.setattr(parser, "_METHODS", set())
+    monkeypatch.setattr(headers, "_CANONICAL_CACHE", {f"x{i}": "x" for i in range(4096)})
+    data = invite(
+        "CSeq: 1 NEWMETHOD", "X-Brand-New: 1", start="NEWMETHOD sip:a@b SIP/2.0", drop=("cseq",)
+    )
+    message = parse_message(data)
+    assert parser._NAMES == {} and set() == parser._METHODS
+    assert message.headers.get("x-brand-new") == "1"
+    monkeypatch.setattr(address_module, "MEMO_SIZE", 1)
+    monkeypatch.setattr(parser, "_URI_MEMO", {})
+    for user in "abc":
+        parse_message(invite(start=f"INVITE sip:{user}@example.com SIP/2.0"))
+    assert list(parser._URI_MEMO) == ["sip:c@example.com"]
 
 
 def test_cseq_parsing() -> None:

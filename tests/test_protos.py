@@ -13,14 +13,13 @@ import hashlib
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from conftest import SHARED
 
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request
 from callkeeper.sip.parser import PartialRequestError, StreamParser, parse_message
+from conftest import SHARED
 
 PROTOS = SHARED / "testdata" / "protos-c07-sip"
 CASES = 4527
@@ -77,7 +76,9 @@ def test_protos_c07_sip(protos_cases: list[bytes]) -> None:
     assert sum(tally.values()) == CASES
     assert outcomes[0] == "parsed"  # the suite's valid case
     valid = parse_message(protos_cases[0])
-    assert isinstance(valid, Request) and valid.method == "INVITE" and valid.call_id == "0@127.0.0.1"
+    assert (
+        isinstance(valid, Request) and valid.method == "INVITE" and valid.call_id == "0@127.0.0.1"
+    )
     assert set(tally) <= {"parsed", "dropped", "answered 400", "answered 416", "answered 505"}
     # Every range that mangles the start line or a core header has cases the parser refuses;
     # a mangled To is always refused, and another SIP version is answered with 505.

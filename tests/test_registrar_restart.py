@@ -15,14 +15,24 @@ def register(agent: UdpAgent, port: int, user: str, password: str) -> int | None
     uri = f"sip:127.0.0.1:{port}"
     to = f"<sip:{user}@127.0.0.1:{port}>"
     call_id = f"reg-{time.monotonic_ns()}@127.0.0.1"
-    data, *_ = agent.request("REGISTER", uri, to=to, call_id=call_id, from_tag="r1", cseq=1,
-                             extra="Expires: 300\r\n")  # fmt: skip
+    data, *_ = agent.request(
+        "REGISTER", uri, to=to, call_id=call_id, from_tag="r1", cseq=1, extra="Expires: 300\r\n"
+    )
     agent.send(data)
     challenge = agent.final_response(call_id, "REGISTER")
     assert challenge is not None and challenge.status == 401
-    auth = digest_answer(challenge.header("WWW-Authenticate") or "", "REGISTER", uri, user, password)
-    data, *_ = agent.request("REGISTER", uri, to=to, call_id=call_id, from_tag="r1", cseq=2,
-                             extra=f"Authorization: {auth}\r\nExpires: 300\r\n")  # fmt: skip
+    auth = digest_answer(
+        challenge.header("WWW-Authenticate") or "", "REGISTER", uri, user, password
+    )
+    data, *_ = agent.request(
+        "REGISTER",
+        uri,
+        to=to,
+        call_id=call_id,
+        from_tag="r1",
+        cseq=2,
+        extra=f"Authorization: {auth}\r\nExpires: 300\r\n",
+    )
     agent.send(data)
     response = agent.final_response(call_id, "REGISTER")
     return response.status if response else None
@@ -43,18 +53,22 @@ def test_registrations_survive_kill_minus_9(tmp_path: Path) -> None:
         first.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         first.process.wait(10)  # type: ignore[union-attr]
 
-        second = ServerProcess(workdir, sip_port=first.sip_port, api_port=first.api_port,
-                               **config).start()  # type: ignore[arg-type]  # fmt: skip
+        second = ServerProcess(
+            workdir, sip_port=first.sip_port, api_port=first.api_port, **config
+        ).start()  # type: ignore[arg-type]
         try:
             endpoints = second.get_json("/api/v1/endpoints")
             assert [e["user"] for e in endpoints] == ["alice"]
             assert endpoints[0]["contact"].endswith(f":{phone.port}")
             # a call to alice reaches the phone that registered before the crash
             with UdpAgent(second.sip_port, user="carol", bind_host="127.0.0.2") as caller:
-                data, *_ = caller.request("INVITE", f"sip:alice@127.0.0.1:{second.sip_port}",
-                                          body=SDP_OFFER)  # fmt: skip
+                data, *_ = caller.request(
+                    "INVITE", f"sip:alice@127.0.0.1:{second.sip_port}", body=SDP_OFFER
+                )
                 caller.send(data)  # from 127.0.0.2: a trusted source, no digest needed
-                invite = wait_until(lambda: _next_request(phone), 5, what="the INVITE at alice's phone")
+                invite = wait_until(
+                    lambda: _next_request(phone), 5, what="the INVITE at alice's phone"
+                )
                 assert invite.method == "INVITE"
         finally:
             second.stop()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import SHARED
 from support.ports import free_port
 from support.server import ServerProcess, wait_until
@@ -46,8 +47,10 @@ def render_cases(outdir: Path, local_port: int) -> list[bytes]:
         pytest.fail(f"PROTOS test data not found at {PROTOS} (shared/ must sit beside the repo)")
     subprocess.run(
         [sys.executable, str(PROTOS / "render.py"), str(outdir), "--local-port", str(local_port)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     files = sorted(outdir.glob("*.sip"))
     assert len(files) == CASES
     return [path.read_bytes() for path in files]
@@ -81,7 +84,9 @@ def test_protos_c07_sip_over_udp(server: ServerProcess, tmp_path: Path) -> None:
             if index % 25 == 24:
                 drain(0.005)
             if index % 500 == 499:
-                assert prober.options(server.sip_port) == 200, f"OPTIONS unanswered after case {index}"
+                assert prober.options(server.sip_port) == 200, (
+                    f"OPTIONS unanswered after case {index}"
+                )
         drain(1.0)
         assert prober.options(server.sip_port) == 200
     elapsed = time.monotonic() - started
@@ -101,8 +106,11 @@ def test_protos_c07_sip_over_udp(server: ServerProcess, tmp_path: Path) -> None:
     # Every case is accounted for: answered, or dropped and counted. Some answered cases carry a
     # Call-ID we cannot read back, so compare with what the server says it did.
     total_dropped = sum(dropped.values())
-    requests_in = sum(v for k, v in metrics.items()
-                      if k.startswith('callkeeper_sip_messages_total{direction="in",kind="request"'))  # fmt: skip
+    requests_in = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith('callkeeper_sip_messages_total{direction="in",kind="request"')
+    )
     # the prober's OPTIONS are requests too (11 of them)
     assert requests_in + total_dropped >= CASES
     assert len(answered) + total_dropped >= CASES * 0.95
@@ -110,7 +118,10 @@ def test_protos_c07_sip_over_udp(server: ServerProcess, tmp_path: Path) -> None:
     assert answered.get("0@127.0.0.1") in (100, 408)
 
     # No leaked state: all transactions end once their timers have run out.
-    wait_until(lambda: server.metric("callkeeper_sip_transactions") == 0, 30,
-               what="transactions to drain to 0")  # fmt: skip
+    wait_until(
+        lambda: server.metric("callkeeper_sip_transactions") == 0,
+        30,
+        what="transactions to drain to 0",
+    )
     assert server.metric("callkeeper_calls_active") == 0
     sock.close()

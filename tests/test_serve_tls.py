@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.server import ServerProcess
 from support.sip_client import options_request, status_of
 
@@ -21,10 +22,26 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
         pytest.fail("openssl is needed to make a test certificate")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -70,6 +87,8 @@ def test_tls_without_certificate_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[sip]\nlisten = ["tls:127.0.0.1:5061"]\n')
     result = subprocess.run(
-        [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)], capture_output=True, text=True
+        [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and "sip" in result.stderr and "tls_cert" in result.stderr

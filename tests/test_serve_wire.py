@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import require_tool
 from support.ports import free_port
 from support.server import ServerProcess, wait_until
@@ -35,10 +36,23 @@ def test_sipsak_options_over_udp_gets_200(server: ServerProcess, tmp_path) -> No
         ).encode()
     )
     result = subprocess.run(
-        [sipsak, "-vv", "-S", "-H", "127.0.0.1", "-l", str(free_port()),
-         "-f", str(request), "-s", f"sip:127.0.0.1:{server.sip_port}"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sipsak,
+            "-vv",
+            "-S",
+            "-H",
+            "127.0.0.1",
+            "-l",
+            str(free_port()),
+            "-f",
+            str(request),
+            "-s",
+            f"sip:127.0.0.1:{server.sip_port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SIP/2.0 200 OK" in result.stdout
 
@@ -47,8 +61,10 @@ def test_plain_sipsak_ping(server: ServerProcess) -> None:
     sipsak = require_tool("sipsak")
     result = subprocess.run(
         [sipsak, "-s", f"sip:127.0.0.1:{server.sip_port}", "-H", "127.0.0.1"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -129,7 +145,9 @@ def test_stun_binding_on_the_sip_udp_port(server: ServerProcess, fingerprint: bo
 def test_unknown_method_501_known_unsupported_405(server: ServerProcess) -> None:
     with UdpClient() as client:
         for method, expected in (("FOOBAR", 501), ("PUBLISH", 405)):
-            request = options_request(server.sip_port, client.port).replace(b"OPTIONS", method.encode())
+            request = options_request(server.sip_port, client.port).replace(
+                b"OPTIONS", method.encode()
+            )
             client.send(request, server.sip_port)
             reply = client.recv()
             assert reply is not None and status_of(reply) == expected, reply
@@ -147,10 +165,13 @@ def test_unsupported_require_gets_420_with_unsupported(server: ServerProcess) ->
 
 def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text('[keepalive]\nmisses = 0\n')
+    config.write_text("[keepalive]\nmisses = 0\n")
     for command in (["serve", "--config", str(config)], ["check-config", str(config)]):
         result = subprocess.run(
-            [sys.executable, "-m", "callkeeper.cli", *command], capture_output=True, text=True, timeout=30
+            [sys.executable, "-m", "callkeeper.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
@@ -165,8 +186,10 @@ def test_port_in_use_is_reported_with_its_key(tmp_path) -> None:
         config.write_text(f'[sip]\nlisten = ["udp:127.0.0.1:{port}"]\n[store]\nurl = "memory:"\n')
         result = subprocess.run(
             [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("callkeeper:")]
     assert len(errors) == 1 and "sip.listen.0" in errors[0] and "bind" in errors[0], result.stderr
@@ -191,12 +214,17 @@ def test_demo_defaults_with_env_overrides(tmp_path) -> None:
         "CALLKEEPER_STORE__URL": "memory:",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "callkeeper.cli", "serve"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "callkeeper.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         with UdpClient() as client:
-            assert wait_until(lambda: client.options(sip_port, timeout=0.3), 15, what="OPTIONS") == 200
+            assert (
+                wait_until(lambda: client.options(sip_port, timeout=0.3), 15, what="OPTIONS") == 200
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0

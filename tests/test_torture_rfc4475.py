@@ -295,7 +295,9 @@ def _drain(parser: StreamParser) -> list[str]:
 def _expected_on_stream(name: str) -> tuple[list[str], bool]:
     if name in STREAM_OUTCOMES:
         return STREAM_OUTCOMES[name]
-    return [{"parse": "message", "reject": "reject", "drop": "drop"}[MANIFEST[name]["parser"]]], False
+    return [
+        {"parse": "message", "reject": "reject", "drop": "drop"}[MANIFEST[name]["parser"]]
+    ], False
 
 
 @pytest.mark.parametrize("name", NAMES)

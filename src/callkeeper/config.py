@@ -35,7 +35,9 @@ class ListenAddress(BaseModel):
     def parse(cls, text: str) -> ListenAddress:
         match = _LISTEN_RE.fullmatch(text.strip())
         if match is None:
-            raise ValueError(f"{text!r} is not TRANSPORT:HOST:PORT with TRANSPORT one of {TRANSPORTS}")
+            raise ValueError(
+                f"{text!r} is not TRANSPORT:HOST:PORT with TRANSPORT one of {TRANSPORTS}"
+            )
         transport, host, port = match.group(1), match.group(2).strip("[]"), int(match.group(3))
         if port > 65535:
             raise ValueError(f"port {port} out of range in {text!r}")
@@ -56,7 +58,10 @@ class SipSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen: list[ListenAddress] = Field(
-        default_factory=lambda: [ListenAddress.parse("udp:127.0.0.1:5060"), ListenAddress.parse("tcp:127.0.0.1:5060")]
+        default_factory=lambda: [
+            ListenAddress.parse("udp:127.0.0.1:5060"),
+            ListenAddress.parse("tcp:127.0.0.1:5060"),
+        ]
     )
     domain: str = "127.0.0.1"
     trusted_sources: list[str] = Field(default_factory=list)
@@ -99,7 +104,9 @@ class SipSection(BaseModel):
             raise ValueError("listen: at least one address is needed")
         if self.t2 < self.t1:
             raise ValueError("t2 must not be smaller than t1")
-        if any(item.transport == "tls" for item in self.listen) and not (self.tls_cert and self.tls_key):
+        if any(item.transport == "tls" for item in self.listen) and not (
+            self.tls_cert and self.tls_key
+        ):
             raise ValueError("tls_cert and tls_key are required for a tls: listen address")
         return self
 
@@ -114,6 +121,7 @@ class KeepaliveSection(BaseModel):
 
 
 FallbackStep = Literal["devices", "mobile", "voicemail"]
+DEFAULT_FALLBACK: tuple[FallbackStep, ...] = ("devices", "mobile", "voicemail")
 
 
 class RecoverySection(BaseModel):
@@ -121,7 +129,7 @@ class RecoverySection(BaseModel):
 
     grace: float = Field(default=30.0, ge=0)
     announce: bool = True
-    fallback: list[FallbackStep] = Field(default_factory=lambda: ["devices", "mobile", "voicemail"])
+    fallback: list[FallbackStep] = Field(default_factory=lambda: list(DEFAULT_FALLBACK))
     ring_timeout: float = Field(default=20.0, gt=0)
     feature_code: str = "*86"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 
-
 _handed_out: set[int] = set()
 
 

@@ -27,6 +27,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
+class PortTaken(Exception):
+    """The server could not bind a port we probed as free."""
+
+
 @dataclass
 class ServerProcess:
     """A `callkeeper serve` child process. Use as a context manager."""
@@ -52,16 +56,28 @@ class ServerProcess:
     def write_config(self) -> None:
         listen = ", ".join(f'"{t}:127.0.0.1:{self.sip_port}"' for t in self.transports)
         text = (
-            f"[sip]\nlisten = [{listen}]\ndomain = \"127.0.0.1\"\n{self.sip_extra}\n"
+            f'[sip]\nlisten = [{listen}]\ndomain = "127.0.0.1"\n{self.sip_extra}\n'
             f"{self.extra_config}\n"
-            f"[api]\nlisten = \"127.0.0.1:{self.api_port}\"\n"
-            f"[store]\nurl = \"{self.store_url}\"\n"
+            f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            f'[store]\nurl = "{self.store_url}"\n'
         )
         if "[sip]" in self.extra_config:
             raise ValueError("put [sip] keys in sip_extra")
         self.config_path.write_text(text)
 
-    def start(self) -> ServerProcess:
+    def start(self, attempts: int = 3) -> ServerProcess:
+        """Start and wait until healthy. A port taken between probing and binding (another
+        suite on the same machine) makes the server exit 2; then try fresh ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.sip_port, self.api_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
         env = {**os.environ, **self.env}
@@ -78,7 +94,11 @@ class ServerProcess:
 
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"callkeeper exited {self.process.returncode}:\n{self.log()}")
+            log = self.log()
+            if self.process.returncode == 2 and "bind" in log:
+                self._log.close()
+                raise PortTaken(log)
+            raise AssertionError(f"callkeeper exited {self.process.returncode}:\n{log}")
         try:
             return bool(self.get_json("/healthz")["status"] == "ok")
         except OSError:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from support.ports import free_port
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -53,11 +54,28 @@ class Sipp:
 
     def command(self) -> list[str]:
         command = [
-            sipp_binary(), *self.args, "-i", "127.0.0.1", "-p", str(self.port),
-            "-cp", str(free_port()), "-mp", str(free_port()), "-nostdin",
-            "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
-            "-trace_err", "-error_file", str(self.error_file), "-buff_size", "4194304",
-        ]  # fmt: skip
+            sipp_binary(),
+            *self.args,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-cp",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(self.stat_file),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(self.error_file),
+            "-buff_size",
+            "4194304",
+        ]
         if self.transport == "tcp":
             command += ["-t", "t1"]
         if self.target is not None:
@@ -67,7 +85,9 @@ class Sipp:
     def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{self.name}.out").open("wb")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
         return self
 
     def wait(self, timeout: float) -> int:
@@ -97,7 +117,9 @@ class Sipp:
         )
 
     def errors(self) -> str:
-        return self.error_file.read_text(errors="replace")[-4000:] if self.error_file.exists() else ""
+        return (
+            self.error_file.read_text(errors="replace")[-4000:] if self.error_file.exists() else ""
+        )
 
     def __enter__(self) -> Sipp:
         return self.start()

@@ -79,7 +79,9 @@ def digest_answer(challenge: str, method: str, uri: str, user: str, password: st
 class UdpAgent:
     """Sends requests from its own UDP port and reads what comes back."""
 
-    def __init__(self, server_port: int, user: str = "tester", bind_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, server_port: int, user: str = "tester", bind_host: str = "127.0.0.1"
+    ) -> None:
         self.server = ("127.0.0.1", server_port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((bind_host, 0))
@@ -119,7 +121,7 @@ class UdpAgent:
         to_value = to or f"<{uri}>"
         if to_tag:
             to_value += f";tag={to_tag}"
-        content = f"Content-Type: application/sdp\r\n" if body else ""
+        content = "Content-Type: application/sdp\r\n" if body else ""
         text = (
             f"{method} {uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
@@ -156,12 +158,32 @@ class UdpAgent:
                 self.inbox.append(message)  # a request for us (BYE ...): keep it
                 continue
             cseq = message.header("CSeq") or ""
-            if message.header("Call-ID") == call_id and cseq.endswith(method) and message.status >= 200:
+            if (
+                message.header("Call-ID") == call_id
+                and cseq.endswith(method)
+                and message.status >= 200
+            ):
                 return message
         return None
 
-    def ack(self, uri: str, call_id: str, from_tag: str, to_tag: str | None, cseq: int = 1,
-            body: str = "", branch: str | None = None) -> None:  # fmt: skip
-        data, *_ = self.request("ACK", uri, call_id=call_id, cseq=cseq, from_tag=from_tag,
-                                to_tag=to_tag, body=body, branch=branch)  # fmt: skip
+    def ack(
+        self,
+        uri: str,
+        call_id: str,
+        from_tag: str,
+        to_tag: str | None,
+        cseq: int = 1,
+        body: str = "",
+        branch: str | None = None,
+    ) -> None:
+        data, *_ = self.request(
+            "ACK",
+            uri,
+            call_id=call_id,
+            cseq=cseq,
+            from_tag=from_tag,
+            to_tag=to_tag,
+            body=body,
+            branch=branch,
+        )
         self.send(data)

@@ -29,27 +29,33 @@ class CoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self._core.sip_stats
         messages = CounterMetricFamily(
-            "callkeeper_sip_messages", "SIP messages by direction, kind and method",
+            "callkeeper_sip_messages",
+            "SIP messages by direction, kind and method",
             labels=["direction", "kind", "method"],
-        )  # fmt: skip
+        )
         for (direction, kind, method), count in sorted(stats.messages.items()):
             messages.add_metric([direction, kind, method], count)
         yield messages
         responses = CounterMetricFamily(
-            "callkeeper_sip_responses", "SIP responses by direction and status class",
+            "callkeeper_sip_responses",
+            "SIP responses by direction and status class",
             labels=["direction", "status_class"],
-        )  # fmt: skip
+        )
         for (direction, status_class), count in sorted(stats.responses.items()):
             responses.add_metric([direction, status_class], count)
         yield responses
         dropped = CounterMetricFamily(
-            "callkeeper_sip_dropped", "Input dropped without an answer, by reason", labels=["reason"]
+            "callkeeper_sip_dropped",
+            "Input dropped without an answer, by reason",
+            labels=["reason"],
         )
         for reason, count in sorted(stats.dropped.items()):
             dropped.add_metric([reason], count)
         yield dropped
         rejected = CounterMetricFamily(
-            "callkeeper_sip_rejected", "Malformed requests answered with an error", labels=["status"]
+            "callkeeper_sip_rejected",
+            "Malformed requests answered with an error",
+            labels=["status"],
         )
         for status, count in sorted(stats.rejected.items()):
             rejected.add_metric([str(status)], count)
@@ -61,9 +67,10 @@ class CoreCollector(Collector):
             keepalives.add_metric([kind], count)
         yield keepalives
         yield GaugeMetricFamily(
-            "callkeeper_sip_transactions", "SIP transactions in progress",
+            "callkeeper_sip_transactions",
+            "SIP transactions in progress",
             value=self._core.transaction_count,
-        )  # fmt: skip
+        )
         connections = GaugeMetricFamily(
             "callkeeper_sip_connections", "Open stream connections", labels=["transport"]
         )
@@ -72,9 +79,10 @@ class CoreCollector(Collector):
         yield connections
         now = self._driver.loop.time()
         yield GaugeMetricFamily(
-            "callkeeper_calls_active", "Calls in progress (any state but ended)",
+            "callkeeper_calls_active",
+            "Calls in progress (any state but ended)",
             value=len(self._core.b2bua),
-        )  # fmt: skip
+        )
         yield CounterMetricFamily(
             "callkeeper_calls_completed", "Calls that have ended", value=self._core.calls_completed
         )
@@ -85,9 +93,10 @@ class CoreCollector(Collector):
             endpoints.add_metric([state], count)
         yield endpoints
         yield CounterMetricFamily(
-            "callkeeper_core_errors", "Unexpected exceptions caught around the core (bugs)",
+            "callkeeper_core_errors",
+            "Unexpected exceptions caught around the core (bugs)",
             value=self._driver.errors,
-        )  # fmt: skip
+        )
 
 
 class ApiServer:
@@ -120,7 +129,9 @@ class ApiServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     def _wall(self, monotonic: float) -> float:
         # The core keeps the loop's monotonic clock; clients want Unix time.
@@ -143,9 +154,9 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            sock = server.sockets[0].getsockname()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            sock = sockets[0].getsockname()
             self.address = (sock[0], sock[1])
         else:
             self.address = (host, port)

@@ -36,10 +36,22 @@ from callkeeper.sip.via import MAGIC_COOKIE
 
 # Headers of an in-dialog request that mean something end to end, so they cross the B2BUA.
 _RELAYED_HEADERS = frozenset(
-    {"event", "subscription-state", "refer-to", "referred-by", "content-disposition",
-     "info-package", "recv-info", "subject", "priority", "session-expires", "min-se",
-     "allow-events", "accept"}
-)  # fmt: skip
+    {
+        "event",
+        "subscription-state",
+        "refer-to",
+        "referred-by",
+        "content-disposition",
+        "info-package",
+        "recv-info",
+        "subject",
+        "priority",
+        "session-expires",
+        "min-se",
+        "allow-events",
+        "accept",
+    }
+)
 # The caller learns why the callee could not be reached; codes a caller cannot act on are
 # mapped to what a caller understands (RFC 3261 §16.7 steps 6 and 7 for proxies, in spirit).
 _FAILURE_MAP = {401: 480, 407: 480, 503: 480, 300: 480, 301: 480, 302: 480, 305: 480, 380: 480}
@@ -104,7 +116,11 @@ class B2BUA:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (self._timers.next_deadline(), self._abandon.next_deadline()) if d is not None]
+        deadlines = [
+            d
+            for d in (self._timers.next_deadline(), self._abandon.next_deadline())
+            if d is not None
+        ]
         return min(deadlines) if deadlines else None
 
     def is_own_call_id(self, call_id: str) -> bool:
@@ -143,17 +159,26 @@ class B2BUA:
         local_tag_source = self.ids
         try:
             a_dialog = Dialog.create_uas(
-                request, local_tag_source, local_contact=self.local.contact(flow),
+                request,
+                local_tag_source,
+                local_contact=self.local.contact(flow),
                 over_tls=flow.transport == "tls",
-            )  # fmt: skip
+            )
         except DialogError as error:
             self._reject(request, transaction_id, error.status, now, warning=error.reason)
             return
         a = Leg(
-            id=self.ids(), is_caller=True, flow=flow, user=caller, state=LegState.TRYING,
-            dialog=a_dialog, invite=request, invite_transaction=transaction_id,
-            local_tag=a_dialog.id.local_tag, remote_sdp=request.body if _is_sdp(request) else None,
-        )  # fmt: skip
+            id=self.ids(),
+            is_caller=True,
+            flow=flow,
+            user=caller,
+            state=LegState.TRYING,
+            dialog=a_dialog,
+            invite=request,
+            invite_transaction=transaction_id,
+            local_tag=a_dialog.id.local_tag,
+            remote_sdp=request.body if _is_sdp(request) else None,
+        )
         call = Call(id=self.ids(), a=a, created=now, callee=target.callee)
         self.calls[call.id] = call
         self._by_dialog[a_dialog.id] = (call, a)
@@ -179,9 +204,13 @@ class B2BUA:
         now: float,
     ) -> None:
         fork = Leg(
-            id=self.ids(), is_caller=False, flow=contact.flow, user=contact.user,
-            endpoint=contact.endpoint, local_tag=self.ids(),
-        )  # fmt: skip
+            id=self.ids(),
+            is_caller=False,
+            flow=contact.flow,
+            user=contact.user,
+            endpoint=contact.endpoint,
+            local_tag=self.ids(),
+        )
         call_id = f"{self.ids()}-{self.ids()}@callkeeper"
         headers = Headers()
         via = self.local.via(contact.flow).with_params(branch=MAGIC_COOKIE + self.ids())
@@ -396,8 +425,9 @@ class B2BUA:
             leg.remote_sdp = request.body
             target.local_sdp = request.body
         content_type = request.headers.get("content-type") if request.body else None
-        ack = target.dialog.create_ack(self.local.via(target.flow), body=request.body,
-                                       content_type=content_type)  # fmt: skip
+        ack = target.dialog.create_ack(
+            self.local.via(target.flow), body=request.body, content_type=content_type
+        )
         target.ack = ack
         self.endpoint.send_stateless(ack, target.flow)
 
@@ -407,17 +437,23 @@ class B2BUA:
         endpoint = self.endpoint
         call = self._invites.get(cancelled) if cancelled is not None else None
         status = 200 if cancelled is not None else 481
-        endpoint.send_response(request.create_response(status, to_tag=self.ids()), now, cancel_transaction)
+        endpoint.send_response(
+            request.create_response(status, to_tag=self.ids()), now, cancel_transaction
+        )
         if call is None or call.state is not CallState.SETUP:
             return  # nothing pending any more: a CANCEL after the final response does nothing
         a = call.a
         assert a.invite is not None and a.invite_transaction is not None
-        endpoint.send_response(a.invite.create_response(487, to_tag=a.local_tag), now, a.invite_transaction)
+        endpoint.send_response(
+            a.invite.create_response(487, to_tag=a.local_tag), now, a.invite_transaction
+        )
         for fork in call.forks:
             self._cancel_fork(fork, now)
         self._end(call, "cancelled", now)
 
-    def receive_in_dialog(self, request: Request, transaction_id: int, flow: Flow, now: float) -> None:
+    def receive_in_dialog(
+        self, request: Request, transaction_id: int, flow: Flow, now: float
+    ) -> None:
         """A request inside one of our dialogs (not ACK): check it, then relay or act."""
         try:
             entry = self._by_dialog.get(DialogId.of_request(request))
@@ -453,13 +489,17 @@ class B2BUA:
         self, call: Call, from_leg: Leg, to_leg: Leg, request: Request, server_txn: int, now: float
     ) -> None:
         assert to_leg.dialog is not None
-        extra = [(name, value) for name, value in request.headers
-                 if name.lower() in _RELAYED_HEADERS]  # fmt: skip
+        extra = [
+            (name, value) for name, value in request.headers if name.lower() in _RELAYED_HEADERS
+        ]
         content_type = request.headers.get("content-type") if request.body else None
         outgoing = to_leg.dialog.create_request(
-            request.method, self.local.via(to_leg.flow), body=request.body,
-            content_type=content_type, headers=extra,
-        )  # fmt: skip
+            request.method,
+            self.local.via(to_leg.flow),
+            body=request.body,
+            content_type=content_type,
+            headers=extra,
+        )
         if request.method == "INVITE" and _is_sdp(request):
             from_leg.remote_sdp = request.body
             to_leg.local_sdp = request.body
@@ -476,10 +516,14 @@ class B2BUA:
         if call.state is CallState.ENDED:
             return
         status = _FAILURE_MAP.get(response.status, response.status)
-        answer = relay.request.create_response(status, response.reason if status == response.status else None)
+        answer = relay.request.create_response(
+            status, response.reason if status == response.status else None
+        )
         method = relay.request.method
         if response.body:
-            answer.headers.add("Content-Type", response.headers.get("content-type") or "application/sdp")
+            answer.headers.add(
+                "Content-Type", response.headers.get("content-type") or "application/sdp"
+            )
             answer.body = response.body
         for name, value in response.headers:
             if name.lower() in ("session-expires", "require", "event", "allow-events"):
@@ -498,7 +542,9 @@ class B2BUA:
             self._hang_up(call, to_leg, now)
 
     # --- 2xx retransmission to the A side (RFC 3261 §13.3.1.4) --------------------------------------
-    def _expect_ack(self, call: Call, leg: Leg, ack_target: Leg, response: Response, now: float) -> None:
+    def _expect_ack(
+        self, call: Call, leg: Leg, ack_target: Leg, response: Response, now: float
+    ) -> None:
         call.awaiting_ack_from = leg
         call.unacked_response = response
         call.retransmit_deadline = now + self.timers.timer_h
@@ -533,7 +579,9 @@ class B2BUA:
         assert leg.invite is not None or not leg.is_caller
         self.endpoint.send_response(response, now)
         call.retransmit_interval = min(call.retransmit_interval * 2, self.timers.t2)
-        self._timers.schedule(min(now + call.retransmit_interval, call.retransmit_deadline), (call.id, "2xx"))
+        self._timers.schedule(
+            min(now + call.retransmit_interval, call.retransmit_deadline), (call.id, "2xx")
+        )
 
     # --- ending ---------------------------------------------------------------------------------------
     def _hang_up(self, call: Call, from_leg: Leg, now: float, reason: str | None = None) -> None:

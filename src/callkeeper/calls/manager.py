@@ -77,9 +77,11 @@ class CallManager:
         self.random_bytes = random_bytes
         self.timer_settings = TimerSettings(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
         self.endpoint = SipEndpoint(
-            self.timer_settings, ids, user_agent=config.sip.user_agent,
+            self.timer_settings,
+            ids,
+            user_agent=config.sip.user_agent,
             stateless_methods=frozenset({"OPTIONS"}),
-        )  # fmt: skip
+        )
         self.local = LocalAddresses(config.sip.domain)
         listen_hosts = [address.host for address in config.sip.listen]
         self.directory = Directory.from_config(config, local_hosts=listen_hosts)
@@ -87,8 +89,14 @@ class CallManager:
         auth_settings = AuthSettings.from_config(config)
         authenticator = DigestAuthenticator(secret, config.sip.domain, auth_settings.nonce_ttl)
         self.auth = AuthPolicy.from_settings(self.directory, authenticator, auth_settings)
-        self.b2bua = B2BUA(self.endpoint, self.local, ids, self.timer_settings,
-                           user_agent=config.sip.user_agent, validate_sdp=validate_sdp)  # fmt: skip
+        self.b2bua = B2BUA(
+            self.endpoint,
+            self.local,
+            ids,
+            self.timer_settings,
+            user_agent=config.sip.user_agent,
+            validate_sdp=validate_sdp,
+        )
         self.calls_completed = 0
         self._commands: deque[RegistrarCommand] = deque()
         self._events: deque[ManagerEvent] = deque()
@@ -140,7 +148,9 @@ class CallManager:
             if binding.is_live(now)
         ]
         for static in self.directory.all_static_contacts():
-            views.append(static_view(static, "unknown", None, calls.get(static.endpoint_id, []), wall))
+            views.append(
+                static_view(static, "unknown", None, calls.get(static.endpoint_id, []), wall)
+            )
         return views
 
     def endpoint_counts(self, now: float) -> dict[str, int]:
@@ -179,10 +189,12 @@ class CallManager:
         deadlines = [
             deadline
             for deadline in (
-                self.endpoint.get_timer(), self.registrar.get_timer(), self.b2bua.get_timer()
+                self.endpoint.get_timer(),
+                self.registrar.get_timer(),
+                self.b2bua.get_timer(),
             )
             if deadline is not None
-        ]  # fmt: skip
+        ]
         return min(deadlines) if deadlines else None
 
     def next_command(self) -> WireCommand | RegistrarCommand | None:
@@ -214,8 +226,9 @@ class CallManager:
                 b2bua.receive_response(event.transaction_id, event.response, now)
             elif kind is CancelReceived:
                 assert isinstance(event, CancelReceived)
-                b2bua.receive_cancel(event.transaction_id, event.cancelled_transaction_id,
-                                     event.request, now)  # fmt: skip
+                b2bua.receive_cancel(
+                    event.transaction_id, event.cancelled_transaction_id, event.request, now
+                )
             elif kind is TransactionTimedOut:
                 assert isinstance(event, TransactionTimedOut)
                 b2bua.transaction_timed_out(event.transaction_id, now)
@@ -268,8 +281,9 @@ class CallManager:
             return
         if method == "REGISTER":
             assert decision.user is not None
-            reply = self.registrar.handle_register(request, flow, decision.user, now,
-                                                   to_tag=endpoint.new_tag())  # fmt: skip
+            reply = self.registrar.handle_register(
+                request, flow, decision.user, now, to_tag=endpoint.new_tag()
+            )
             endpoint.send_response(reply, now, transaction_id)
             return
         self._invite(request, transaction_id, flow, decision.user, now)
@@ -296,10 +310,14 @@ class CallManager:
 
     def _user_contacts(self, user: str, now: float) -> list[Contact]:
         contacts = [
-            Contact(binding.request_uri, self._complete_flow(binding.next_hop()),
-                    endpoint=binding.endpoint_id, user=user)
+            Contact(
+                binding.request_uri,
+                self._complete_flow(binding.next_hop()),
+                endpoint=binding.endpoint_id,
+                user=user,
+            )
             for binding in self.registrar.contacts_of(user, now)
-        ]  # fmt: skip
+        ]
         for static in self.directory.static_contacts(user):
             flow = self._flow_for_uri(static.uri)
             contacts.append(Contact(static.uri, flow, endpoint=static.endpoint_id, user=user))
@@ -315,7 +333,9 @@ class CallManager:
 
     def _complete_flow(self, flow: Flow) -> Flow:
         if flow.local[1] == 0:
-            return Flow(flow.transport, flow.remote, self.local.local_for(flow.transport), flow.connection)
+            return Flow(
+                flow.transport, flow.remote, self.local.local_for(flow.transport), flow.connection
+            )
         return flow
 
     def _element_policy(self, request: Request) -> Response | None:
@@ -339,9 +359,13 @@ class CallManager:
             request, tag, self.endpoint.user_agent
         )
 
-    def _reply(self, request: Request, transaction_id: int, status: int, now: float, *, tag: bool = True) -> None:
+    def _reply(
+        self, request: Request, transaction_id: int, status: int, now: float, *, tag: bool = True
+    ) -> None:
         to_tag = self.endpoint.new_tag() if tag else None
-        self.endpoint.send_response(request.create_response(status, to_tag=to_tag), now, transaction_id)
+        self.endpoint.send_response(
+            request.create_response(status, to_tag=to_tag), now, transaction_id
+        )
 
     @staticmethod
     def _has_to_tag(request: Request) -> bool:
@@ -352,4 +376,3 @@ class CallManager:
             return request.to_addr.tag is not None
         except ParseError:
             return False
-

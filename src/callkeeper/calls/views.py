@@ -15,12 +15,18 @@ Wall = Callable[[float], float]
 
 
 def leg_view(leg: Leg) -> dict[str, Any]:
-    return {"user": leg.user, "endpoint": leg.endpoint, "state": leg.state.value,
-            "role": "caller" if leg.is_caller else "callee"}  # fmt: skip
+    return {
+        "user": leg.user,
+        "endpoint": leg.endpoint,
+        "state": leg.state.value,
+        "role": "caller" if leg.is_caller else "callee",
+    }
 
 
 def call_view(call: Call, wall: Wall) -> dict[str, Any]:
-    legs = [call.a] + ([call.b] if call.b is not None else [f for f in call.forks if f.state.value != "terminated"])
+    legs = [call.a] + (
+        [call.b] if call.b is not None else [f for f in call.forks if f.state.value != "terminated"]
+    )
     return {
         "id": call.id,
         "state": call.state.value,
@@ -47,7 +53,9 @@ def binding_view(binding: Binding, state: str, calls: list[str], wall: Wall) -> 
     }
 
 
-def static_view(contact: StaticContact, state: str, last_seen: float | None, calls: list[str], wall: Wall) -> dict[str, Any]:
+def static_view(
+    contact: StaticContact, state: str, last_seen: float | None, calls: list[str], wall: Wall
+) -> dict[str, Any]:
     return {
         "id": contact.endpoint_id,
         "user": contact.user,

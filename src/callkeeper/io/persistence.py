@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 import structlog
@@ -47,21 +49,25 @@ class BindingPersistence:
                 updated_at=binding.updated_at + offset,
             )
             ttl = max(1.0, binding.expires_at - self.loop.time())
-            self._spawn(self.store.put(NAMESPACE, _key(binding.user, binding.key), encode_binding(stored), ttl))
+            self._spawn(
+                self.store.put(
+                    NAMESPACE, _key(binding.user, binding.key), encode_binding(stored), ttl
+                )
+            )
         elif isinstance(command, DeleteBinding):
             self._spawn(self._delete(_key(command.user, command.binding_key)))
 
     async def _delete(self, key: str) -> None:
         await self.store.delete(NAMESPACE, key)
 
-    def _spawn(self, work: object) -> None:
-        task: asyncio.Task[None] = self.loop.create_task(self._guard(work))  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(self._guard(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guard(self, work: object) -> None:
+    async def _guard(self, work: Coroutine[Any, Any, object]) -> None:
         try:
-            await work  # type: ignore[misc]
+            await work
         except Exception:  # a store outage must not take calls down with it
             self.failures += 1
             log.exception("could not persist a registration")

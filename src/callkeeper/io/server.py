@@ -20,16 +20,16 @@ from callkeeper.calls.manager import CallManager
 from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
 from callkeeper.io.driver import Driver
+from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.stream import (
     StreamManager,
     StreamTimeouts,
     client_ssl_context,
     server_ssl_context,
 )
-from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.udp import open_udp
-from callkeeper.store import Store, open_store
 from callkeeper.sip.transaction_messages import counter_ids
+from callkeeper.store import Store, open_store
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +81,13 @@ async def start_server(
         restored = core.restore_bindings(await persistence.load(), driver.loop.time())
     except Exception as error:
         await store.close()
-        raise StartupError(f"store.url: cannot read registrations from {config.store.url}: {error}") from None
+        raise StartupError(
+            f"store.url: cannot read registrations from {config.store.url}: {error}"
+        ) from None
     log.info("registrations restored", count=restored)
-    timeouts = StreamTimeouts(idle=config.sip.tcp_idle_timeout, message=config.sip.tcp_message_timeout)
+    timeouts = StreamTimeouts(
+        idle=config.sip.tcp_idle_timeout, message=config.sip.tcp_message_timeout
+    )
     running = RunningServer(
         config, driver, core, None, config_path=config_path, store=store, persistence=persistence
     )
@@ -102,9 +106,13 @@ async def start_server(
                         server_ssl = client_ssl = None
                         if address.transport == "tls":
                             assert config.sip.tls_cert and config.sip.tls_key
-                            server_ssl = server_ssl_context(str(config.sip.tls_cert), str(config.sip.tls_key))
+                            server_ssl = server_ssl_context(
+                                str(config.sip.tls_cert), str(config.sip.tls_key)
+                            )
                             client_ssl = client_ssl_context()
-                        manager = StreamManager(address.transport, driver, timeouts, server_ssl, client_ssl)
+                        manager = StreamManager(
+                            address.transport, driver, timeouts, server_ssl, client_ssl
+                        )
                         driver.streams[address.transport] = manager
                     local = await manager.listen(address.host, address.port)
                     running.sip_addresses.setdefault(address.transport, local)
@@ -112,7 +120,9 @@ async def start_server(
                 else:
                     raise StartupError(f"{key}: {address}: the ws transport is not available yet")
             except OSError as error:
-                raise StartupError(f"{key}: cannot listen on {address}: {error.strerror or error}") from None
+                raise StartupError(
+                    f"{key}: cannot listen on {address}: {error.strerror or error}"
+                ) from None
         if api:
             host, port = config.api.host_port
             running.api = ApiServer(core, driver, config.api.token)

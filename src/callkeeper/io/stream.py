@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -185,7 +184,10 @@ class StreamManager:
 
     def _unregister(self, connection: StreamConnection) -> None:
         self._by_id.pop(connection.id, None)
-        if connection.flow is not None and self._by_remote.get(connection.flow.remote) is connection:
+        if (
+            connection.flow is not None
+            and self._by_remote.get(connection.flow.remote) is connection
+        ):
             del self._by_remote[connection.flow.remote]
         for remote, pending in list(self._connecting.items()):
             if pending is connection:
@@ -213,7 +215,9 @@ class StreamManager:
                     lambda: connection, remote[0], remote[1], ssl=self._client_ssl
                 )
             except OSError as error:
-                log.info("connect failed", transport=self.transport_name, remote=remote, error=str(error))
+                log.info(
+                    "connect failed", transport=self.transport_name, remote=remote, error=str(error)
+                )
                 self._connecting.pop(remote, None)
                 self.handler.on_connection_lost(
                     Flow(self.transport_name, remote, connection=connection.id), error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -30,7 +31,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.local = (sockname[0], sockname[1])
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        remote = (str(addr[0]), int(addr[1]))  # type: ignore[call-overload]
+        remote = (str(addr[0]), int(addr[1]))  # type: ignore[arg-type]
         self._on_datagram(data, Flow("udp", remote, self.local))
 
     def error_received(self, exc: Exception) -> None:
@@ -56,9 +57,7 @@ async def open_udp(host: str, port: int, on_datagram: DatagramHandler) -> UdpTra
     sock = protocol._transport.get_extra_info("socket") if protocol._transport else None
     if sock is not None:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
+            with contextlib.suppress(OSError):  # capped by net.core.rmem_max: fine
                 sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
-            except OSError:
-                pass
     log.info("listening", transport="udp", address=f"{protocol.local[0]}:{protocol.local[1]}")
     return protocol

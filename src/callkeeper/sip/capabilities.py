@@ -10,9 +10,20 @@ from callkeeper.sip.message import Request, Response
 
 # Methods the call manager handles (the registrar and B2BUA implement them).
 ALLOWED_METHODS = (
-    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER",
-    "INFO", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE", "PRACK", "MESSAGE",
-)  # fmt: skip
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "UPDATE",
+    "REFER",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "PRACK",
+    "MESSAGE",
+)
 # Methods defined by some RFC that we deliberately do not serve: 405 rather than 501.
 KNOWN_UNSUPPORTED_METHODS = frozenset({"PUBLISH"})
 SUPPORTED_EXTENSIONS = ("outbound", "path", "timer", "replaces", "norefersub")

@@ -70,9 +70,23 @@ def _status_class(status: int) -> str:
 # Metric labels come from a fixed set: a method name straight from the network would let any
 # peer grow the metrics without bound (PROTOS alone sends nearly 200 different ones).
 _METHOD_LABELS = frozenset(
-    {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE", "REFER",
-     "NOTIFY", "SUBSCRIBE", "PRACK", "MESSAGE", "PUBLISH"}
-)  # fmt: skip
+    {
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "REGISTER",
+        "INFO",
+        "UPDATE",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "PRACK",
+        "MESSAGE",
+        "PUBLISH",
+    }
+)
 
 
 def method_label(method: str) -> str:
@@ -161,7 +175,9 @@ class SipEndpoint:
         return self._events.popleft() if self._events else None
 
     # --- the application's actions ----------------------------------------------------------------
-    def send_response(self, response: Response, now: float, transaction_id: int | None = None) -> None:
+    def send_response(
+        self, response: Response, now: float, transaction_id: int | None = None
+    ) -> None:
         self.transactions.send_response(response, now, transaction_id)
         self._drain_transactions()
 

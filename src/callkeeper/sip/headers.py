@@ -66,7 +66,7 @@ LIST_HEADERS = frozenset(
 _CANONICAL_CACHE: dict[str, str] = {}
 # Every state of every Headers object gets its own number, so a Message can tell in O(1)
 # that the headers it parsed a view from have not changed since (see Message._cache).
-_versions = itertools.count()
+_revisions = itertools.count()
 
 
 def canonical(name: str) -> str:
@@ -119,24 +119,24 @@ def split_list(value: str) -> list[str]:
 class Headers:
     """Ordered multimap of (name, value); `name` keeps its original spelling.
 
-    `version` changes whenever the headers do (and differs between Headers objects), so
+    `revision` changes whenever the headers do (and differs between Headers objects), so
     parsed views of them can be cached against it.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_items", "revision")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [
             (canonical(name), name, value) for name, value in items
         ]
-        self.version = next(_versions)
+        self.revision = next(_revisions)
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
         """Adopt (key, name, value) triples built by the parser, without copying."""
         headers = cls.__new__(cls)
         headers._items = items
-        headers.version = next(_versions)
+        headers.revision = next(_revisions)
         return headers
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -192,12 +192,12 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         self._items.append((canonical(name), name, value))
-        self.version = next(_versions)
+        self.revision = next(_revisions)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line above the first line of the same name (or at the top)."""
         key = canonical(name)
-        self.version = next(_versions)
+        self.revision = next(_revisions)
         for index, item in enumerate(self._items):
             if item[0] == key:
                 self._items.insert(index, (key, name, value))
@@ -207,7 +207,7 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every line called `name` by one line, where the first one stood."""
         key = canonical(name)
-        self.version = next(_versions)
+        self.revision = next(_revisions)
         for index, item in enumerate(self._items):
             if item[0] == key:
                 self._items[index] = (key, item[1], value)
@@ -220,7 +220,7 @@ class Headers:
         key = canonical(name)
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
-        self.version = next(_versions)
+        self.revision = next(_revisions)
         return before - len(self._items)
 
     def pop_first(self, name: str) -> str | None:
@@ -229,7 +229,7 @@ class Headers:
         for index, item in enumerate(self._items):
             if item[0] != key:
                 continue
-            self.version = next(_versions)
+            self.revision = next(_revisions)
             values = split_list(item[2])
             if len(values) <= 1:
                 del self._items[index]

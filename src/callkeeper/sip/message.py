@@ -102,10 +102,10 @@ class Message:
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.version = version
-        # view name -> (Headers.version it was checked against, the raw value(s), the view).
+        # view name -> (Headers.revision it was checked against, the raw value(s), the view).
         # A view is reused while the headers are unchanged, or hold the very same raw text.
         self._cache: dict[str, tuple[int, Any, Any]] = {}
-        # Set by the parser: (Headers.version, start line, body, the message as received).
+        # Set by the parser: (Headers.revision, start line, body, the message as received).
         # While the first three are unchanged, to_bytes() sends the received octets.
         self._received: tuple[int, str, bytes, bytes] | None = None
 
@@ -113,30 +113,33 @@ class Message:
     def _single(self, key: str, parse: Callable[[str], _T], header: str | None = None) -> _T:
         headers = self.headers
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == headers.version:
+        if cached is not None and cached[0] == headers.revision:
             result: _T = cached[2]
             return result
         raw = headers.get(header or key)
         if raw is None:
             raise ParseError(f"missing {key} header")
         if cached is not None and cached[1] is raw:
-            self._cache[key] = (headers.version, raw, cached[2])
+            self._cache[key] = (headers.revision, raw, cached[2])
             result = cached[2]
             return result
         value = parse(raw)
-        self._cache[key] = (headers.version, raw, value)
+        self._cache[key] = (headers.revision, raw, value)
         return value
 
     def _listed(self, key: str, parse: Callable[[str], _T]) -> list[_T]:
         headers = self.headers
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == headers.version:
+        if cached is not None and cached[0] == headers.revision:
             result: list[_T] = cached[2]
             return result
         lines = tuple(headers.get_lines(key))
         if cached is None or cached[1] != lines:
-            cached = (0, lines, [parse(value) for line in lines for value in split_list(line)])
-        self._cache[key] = (headers.version, lines, cached[2])
+            values = [value for line in lines for value in split_list(line)]
+            if key == "contact" and values == ["*"]:  # REGISTER's "remove all bindings"
+                values = []
+            cached = (0, lines, [parse(value) for value in values])
+        self._cache[key] = (headers.revision, lines, cached[2])
         result = cached[2]
         return result
 
@@ -173,8 +176,6 @@ class Message:
     @property
     def contacts(self) -> list[Address]:
         """The Contact values; empty when absent and for the REGISTER wildcard `*`."""
-        if self.headers.get("contact") == "*":
-            return []
         return list(self._listed("contact", parse_address))
 
     @property
@@ -203,7 +204,7 @@ class Message:
         received = self._received
         if (
             received is not None
-            and received[0] == self.headers.version
+            and received[0] == self.headers.revision
             and received[2] is self.body
             and received[1] == self.start_line()
         ):

@@ -139,7 +139,7 @@ def parse_message(data: bytes) -> Message:
     if clean is not None and length == len(body):
         end = body_start + length
         wire = data if start == 0 and end == len(data) else data[start:end]
-        message._received = (message.headers.version, clean, body, wire)
+        message._received = (message.headers.revision, clean, body, wire)
     return message
 
 
@@ -395,10 +395,10 @@ def _content_length(index: Index) -> tuple[int | None, Problem | None]:
 def _validate(message: Message, request: Request | None, index: Index) -> Problem | None:
     """Check the headers every message needs (§8.1.1) and the ones the core reads.
 
-    Parsed values go into the message's cache, stamped with the headers' version, so the
+    Parsed values go into the message's cache, stamped with the headers' revision, so the
     views (`.top_via`, `.from_addr` ...) do not parse them again.
     """
-    version = message.headers.version
+    revision = message.headers.revision
     cache = message._cache
     first, repeated = index
     try:
@@ -414,8 +414,8 @@ def _validate(message: Message, request: Request | None, index: Index) -> Proble
             vias = [parse_via(via) for line in lines for via in split_list(line)]
             if not vias:
                 raise ParseError("empty Via header")
-        cache["via"] = (version, tuple(lines), vias)
-        cache["top-via"] = (version, value, vias[0])
+        cache["via"] = (revision, tuple(lines), vias)
+        cache["top-via"] = (revision, value, vias[0])
         if repeated:
             for key in ("from", "to", "call-id", "cseq", "max-forwards"):
                 if key in repeated:
@@ -423,20 +423,20 @@ def _validate(message: Message, request: Request | None, index: Index) -> Proble
         value = first.get("from")
         if value is None:
             raise ParseError("missing From header")
-        cache["from"] = (version, value, parse_address(value))
+        cache["from"] = (revision, value, parse_address(value))
         value = first.get("to")
         if value is None:
             raise ParseError("missing To header")
-        cache["to"] = (version, value, parse_address(value))
+        cache["to"] = (revision, value, parse_address(value))
         value = first.get("call-id")
         if value is None or _CALL_ID_RE.fullmatch(value) is None:
             raise ParseError(f"missing or bad Call-ID {(value or '')[:40]!r}")
-        cache["call-id"] = (version, value, value)
+        cache["call-id"] = (revision, value, value)
         value = first.get("cseq")
         if value is None:
             raise ParseError("missing CSeq header")
         cseq = parse_cseq(value)
-        cache["cseq"] = (version, value, cseq)
+        cache["cseq"] = (revision, value, cseq)
         if request is not None:
             if cseq.method != request.method:
                 raise ParseError("CSeq method does not match the request method")
@@ -452,16 +452,16 @@ def _validate(message: Message, request: Request | None, index: Index) -> Proble
             else:
                 lines = lines or [value]
                 contacts = [contact for line in lines for contact in split_list(line)]
-            if contacts != ["*"]:
-                cache["contact"] = (version, tuple(lines), [parse_address(c) for c in contacts])
+            parsed = [parse_address(c) for c in contacts] if contacts != ["*"] else []
+            cache["contact"] = (revision, tuple(lines), parsed)
         if not first.keys() <= _CHECKED_FIRST:  # skip the look-ups when none of the rest is there
-            _validate_more(index, cache, version)
+            _validate_more(index, cache, revision)
     except ParseError as error:
         return (error.reason, error.status)
     return None
 
 
-def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], version: int) -> None:
+def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], revision: int) -> None:
     first, repeated = index
     value = first.get("expires")
     if value is not None and ("expires" in repeated or not value.isdigit() or not value.isascii()):
@@ -473,7 +473,7 @@ def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], version
             routes = [route for line in lines for route in split_list(line)]
             if any(route[:1] != "<" for route in routes):
                 raise ParseError(f"{key} value without <> (name-addr required)")
-            cache[key] = (version, tuple(lines), [parse_address(route) for route in routes])
+            cache[key] = (revision, tuple(lines), [parse_address(route) for route in routes])
     value = first.get("date")
     if value is not None and ("date" in repeated or _DATE_RE.fullmatch(value) is None):
         raise ParseError("bad Date header (RFC 1123 date in GMT required)")
@@ -613,10 +613,8 @@ class StreamParser:
         del buffer[:body_start]
         try:
             head = _parse_head(head_bytes)
-        except MessageTooLarge as error:
+        except MessageTooLarge as error:  # (a bad start line is reported with the head)
             return self._break(error)
-        except ParseError as error:  # not a message at all: nothing to frame it by
-            return self._break(FramingError(error.reason, error.status))
         if head[4] is not None:
             return self._break(FramingError(*head[4]))
         # RFC 3261 §18.3 requires Content-Length on a stream; without one, there is no body.
@@ -637,7 +635,7 @@ class StreamParser:
             return _error(message, problem, via)
         if clean is not None:
             wire = b"".join((head_bytes, b"\r\n\r\n", body))
-            message._received = (message.headers.version, clean, body, wire)
+            message._received = (message.headers.revision, clean, body, wire)
         return message
 
     def _break(self, error: ParseError) -> ParseError:

@@ -27,6 +27,9 @@ _SENT_MEMO: dict[str, tuple[str, str, int | None, str]] = {}
 
 @dataclass(frozen=True, slots=True)
 class Via:
+    """One via-parm. `_text` keeps the received spelling, so an untouched Via goes back out
+    byte for byte (a response must carry the Vias exactly as the request had them)."""
+
     transport: str  # upper case as on the wire: UDP, TCP, TLS, WS, WSS, SCTP
     host: str
     port: int | None = None
