@@ -216,6 +216,12 @@ class AuthSection(BaseModel):
     failure_window: float = Field(default=60.0, gt=0)
     block_time: float = Field(default=300.0, ge=0)
     nonce_ttl: float = Field(default=300.0, gt=0)
+    # Digest algorithms offered, in order. MD5 alone by default: deployed phones (baresip 1.0 on
+    # libre 1.1, among others) give up on a 401 that offers any algorithm they do not know, even
+    # next to MD5. Offer ["SHA-256", "MD5"] (RFC 8760 order) when every phone copes.
+    algorithms: list[Literal["SHA-256", "MD5"]] = Field(
+        default_factory=lambda: ["MD5"], min_length=1
+    )
 
 
 class UserConfig(BaseModel):

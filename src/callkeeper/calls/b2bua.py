@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from callkeeper.calls import session_timer
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
@@ -101,6 +102,7 @@ class B2BUA:
         self._forks: dict[int, tuple[Call, Leg]] = {}  # B INVITE client transaction → fork
         self._invites: dict[int, Call] = {}  # A INVITE server transaction → call (for CANCEL)
         self._relays: dict[int, Relay] = {}  # relayed request's client transaction → relay
+        self._refreshes: dict[int, tuple[Call, Leg]] = {}  # our session refreshes in flight
         self._own_call_ids: dict[str, Call] = {}
         self._timers: TimerHeap[tuple[str, str]] = TimerHeap()
         # A CANCELled INVITE that never gets its final response has no timer of its own in
@@ -155,6 +157,11 @@ class B2BUA:
                 return
         if not target.contacts:
             self._reject(request, transaction_id, 480, now)
+            return
+        if session_timer.too_small(request):
+            response = request.create_response(422, to_tag=self.ids())
+            response.headers.add("Min-SE", str(session_timer.MIN_SE))
+            self.endpoint.send_response(response, now, transaction_id)
             return
         local_tag_source = self.ids
         try:
@@ -224,6 +231,11 @@ class B2BUA:
         headers.add("Allow", ALLOW)
         headers.add("Supported", SUPPORTED)
         headers.add("User-Agent", self.user_agent)
+        asked = session_timer.parse_session_expires(a_invite)
+        if asked is not None:
+            # Offer the caller's interval to the callee; each leg settles its own refresher.
+            headers.add("Session-Expires", str(asked[0]))
+            headers.add("Min-SE", str(session_timer.min_se(a_invite)))
         for name in ("subject", "priority", "alert-info", "call-info"):
             value = a_invite.headers.get(name)
             if value is not None:
@@ -263,6 +275,12 @@ class B2BUA:
                 del self._relays[transaction_id]
                 self._relay_final(relay, response, now)
             return True
+        refresh = self._refreshes.get(transaction_id)
+        if refresh is not None:
+            if response.status >= 200:
+                del self._refreshes[transaction_id]
+                self._refresh_answered(*refresh, response, now)
+            return True
         return False
 
     def transaction_timed_out(self, transaction_id: int, now: float) -> None:
@@ -276,11 +294,16 @@ class B2BUA:
         relay = self._relays.pop(transaction_id, None)
         if relay is not None:
             self._relay_final(relay, relay.request.create_response(408), now)
+        refresh = self._refreshes.pop(transaction_id, None)
+        if refresh is not None:
+            call, leg = refresh
+            self._hang_up(call, leg, now, reason="session refresh timed out")
 
     def transaction_terminated(self, transaction_id: int) -> None:
         self._abandon.cancel(transaction_id)
         self._forks.pop(transaction_id, None)
         self._relays.pop(transaction_id, None)
+        self._refreshes.pop(transaction_id, None)
         self._invites.pop(transaction_id, None)
 
     def _fork_response(self, call: Call, fork: Leg, response: Response, now: float) -> None:
@@ -354,6 +377,15 @@ class B2BUA:
         headers.add("Allow", ALLOW)
         headers.add("Supported", SUPPORTED)
         headers.add("Server", self.user_agent)
+        a.allows_update = "UPDATE" in (a.invite.headers.get("allow") or "")
+        fork.allows_update = "UPDATE" in (response.headers.get("allow") or "")
+        negotiated = session_timer.negotiate_as_uas(a.invite)
+        if negotiated is not None:
+            a.session_timer, value = negotiated
+            headers.add("Session-Expires", value)
+            if not a.session_timer.we_refresh:
+                headers.add("Require", "timer")
+        fork.session_timer = session_timer.negotiate_as_uac(response)
         if response.body:
             headers.add("Content-Type", response.headers.get("content-type") or "application/sdp")
             answer.body = response.body
@@ -365,6 +397,8 @@ class B2BUA:
         call.answered = now
         self._expect_ack(call, a, fork, answer, now)
         self.endpoint.send_response(answer, now, a.invite_transaction)
+        self._arm_session_timer(call, a, now)
+        self._arm_session_timer(call, fork, now)
         self._events.append(CallAnswered(call.id, fork.endpoint, now))
 
     def _fork_failure(self, call: Call, fork: Leg, response: Response, now: float) -> None:
@@ -379,6 +413,8 @@ class B2BUA:
             assert a.invite is not None and a.invite_transaction is not None
             reason = best.reason if status == best.status else None
             failure = a.invite.create_response(status, reason, to_tag=a.local_tag)
+            if status == 422 and best.headers.get("min-se"):
+                failure.headers.add("Min-SE", best.headers.get("min-se") or "")
             self.endpoint.send_response(failure, now, a.invite_transaction)
             self._end(call, f"{status} {failure.reason}", now)
 
@@ -530,6 +566,13 @@ class B2BUA:
                 answer.headers.add(name, value)
         if 200 <= status < 300 and method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
             answer.headers.add("Contact", str(self.local.contact(from_leg.flow)))
+        if method in ("INVITE", "UPDATE") and 200 <= status < 300:
+            # A successful re-INVITE/UPDATE refreshes the session on both legs (RFC 4028 §10).
+            renegotiated = session_timer.negotiate_as_uac(response)
+            if renegotiated is not None:
+                to_leg.session_timer = renegotiated
+            self._arm_session_timer(call, to_leg, now)
+            self._arm_session_timer(call, from_leg, now)
         if method == "INVITE" and 200 <= status < 300:
             if _is_sdp(response):
                 to_leg.remote_sdp = response.body
@@ -564,6 +607,12 @@ class B2BUA:
                 continue
             if kind == "2xx":
                 self._retransmit_2xx(call, now)
+            elif kind.startswith("refresh:"):
+                self._send_refresh(call, kind.removeprefix("refresh:"), now)
+            elif kind.startswith("expire:"):
+                leg = self._leg(call, kind.removeprefix("expire:"))
+                if leg is not None:
+                    self._hang_up(call, leg, now, reason="session timer expired")
 
     def _retransmit_2xx(self, call: Call, now: float) -> None:
         leg = call.awaiting_ack_from
@@ -582,6 +631,59 @@ class B2BUA:
         self._timers.schedule(
             min(now + call.retransmit_interval, call.retransmit_deadline), (call.id, "2xx")
         )
+
+    # --- session timers (RFC 4028) -------------------------------------------------------------------
+    def _arm_session_timer(self, call: Call, leg: Leg, now: float) -> None:
+        timer = leg.session_timer
+        if timer is None:
+            return
+        if timer.we_refresh:
+            self._timers.schedule(now + timer.refresh_after(), (call.id, f"refresh:{leg.id}"))
+        else:
+            self._timers.schedule(now + timer.expire_after(), (call.id, f"expire:{leg.id}"))
+
+    @staticmethod
+    def _leg(call: Call, leg_id: str) -> Leg | None:
+        return next((leg for leg in call.legs() if leg.id == leg_id), None)
+
+    def _send_refresh(self, call: Call, leg_id: str, now: float) -> None:
+        leg = self._leg(call, leg_id)
+        if leg is None or leg.dialog is None or leg.session_timer is None:
+            return
+        if leg.dialog.state is not DialogState.CONFIRMED or call.unacked_response is not None:
+            self._timers.schedule(now + self.timers.t2, (call.id, f"refresh:{leg.id}"))
+            return
+        interval = int(leg.session_timer.interval)
+        headers = [("Session-Expires", f"{interval};refresher=uac"), ("Supported", "timer")]
+        via = self.local.via(leg.flow)
+        if leg.allows_update or leg.local_sdp is None:
+            request = leg.dialog.create_request("UPDATE", via, headers=headers)
+        else:
+            request = leg.dialog.create_request(
+                "INVITE", via, body=leg.local_sdp, content_type="application/sdp", headers=headers
+            )
+        transaction_id = self.endpoint.send_request(request, leg.flow, now)
+        self._refreshes[transaction_id] = (call, leg)
+
+    def _refresh_answered(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        if leg.dialog is not None:
+            leg.dialog.receive_response(response)
+        if call.state is CallState.ENDED:
+            return
+        if 200 <= response.status < 300:
+            if response.cseq.method == "INVITE" and leg.dialog is not None:
+                self.endpoint.send_stateless(
+                    leg.dialog.create_ack(self.local.via(leg.flow)), leg.flow
+                )
+            renegotiated = session_timer.negotiate_as_uac(response)
+            if renegotiated is not None:
+                leg.session_timer = renegotiated
+            self._arm_session_timer(call, leg, now)
+        elif response.status in (408, 481):
+            self._hang_up(call, leg, now, reason=f"session refresh failed: {response.status}")
+        else:
+            # 491 glare, 5xx ...: try again a little later, within the interval.
+            self._timers.schedule(now + 4 * self.timers.t1, (call.id, f"refresh:{leg.id}"))
 
     # --- ending ---------------------------------------------------------------------------------------
     def _hang_up(self, call: Call, from_leg: Leg, now: float, reason: str | None = None) -> None:
@@ -613,6 +715,9 @@ class B2BUA:
             if leg.invite is not None and not leg.is_caller:
                 self._own_call_ids.pop(leg.invite.call_id, None)
         self._timers.cancel((call.id, "2xx"))
+        for leg in call.legs():
+            self._timers.cancel((call.id, f"refresh:{leg.id}"))
+            self._timers.cancel((call.id, f"expire:{leg.id}"))
         del self.calls[call.id]
         self._events.append(CallEnded(call.id, reason, now, call.answered is not None))
 

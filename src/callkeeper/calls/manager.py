@@ -87,7 +87,9 @@ class CallManager:
         self.directory = Directory.from_config(config, local_hosts=listen_hosts)
         self.registrar = Registrar(RegistrarSettings.from_config(config))
         auth_settings = AuthSettings.from_config(config)
-        authenticator = DigestAuthenticator(secret, config.sip.domain, auth_settings.nonce_ttl)
+        authenticator = DigestAuthenticator(
+            secret, config.sip.domain, auth_settings.nonce_ttl, algorithms=config.auth.algorithms
+        )
         self.auth = AuthPolicy.from_settings(self.directory, authenticator, auth_settings)
         self.b2bua = B2BUA(
             self.endpoint,

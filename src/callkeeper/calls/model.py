@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from callkeeper.calls.session_timer import SessionTimer
 from callkeeper.sip.dialog import Dialog
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.transport import Flow
@@ -49,6 +50,8 @@ class Leg:
     final_response: Response | None = None  # a B fork's failure, for best-response choice
     ack: Request | None = None  # the ACK we sent for this leg's latest 2xx (resent on retransmits)
     cancelled: bool = False
+    session_timer: SessionTimer | None = None
+    allows_update: bool = False  # the peer listed UPDATE in Allow: refresh without SDP
 
 
 @dataclass(slots=True, eq=False)
