@@ -612,7 +612,7 @@ class B2BUA:
             elif kind.startswith("expire:"):
                 leg = self._leg(call, kind.removeprefix("expire:"))
                 if leg is not None:
-                    self._hang_up(call, leg, now, reason="session timer expired")
+                    self._hang_up(call, leg, now, reason="session timer expired", bye_it=True)
 
     def _retransmit_2xx(self, call: Call, now: float) -> None:
         leg = call.awaiting_ack_from
@@ -623,7 +623,7 @@ class B2BUA:
             # No ACK within 64·T1: the dialog is confirmed and then torn down (§13.3.1.4).
             call.unacked_response = None
             call.awaiting_ack_from = None
-            self._hang_up(call, leg, now, reason="no ACK for our 2xx")
+            self._hang_up(call, leg, now, reason="no ACK for our 2xx", bye_it=True)
             return
         assert leg.invite is not None or not leg.is_caller
         self.endpoint.send_response(response, now)
@@ -686,10 +686,22 @@ class B2BUA:
             self._timers.schedule(now + 4 * self.timers.t1, (call.id, f"refresh:{leg.id}"))
 
     # --- ending ---------------------------------------------------------------------------------------
-    def _hang_up(self, call: Call, from_leg: Leg, now: float, reason: str | None = None) -> None:
-        """`from_leg` ended the call (BYE, or it broke): BYE every other confirmed leg."""
+    def _hang_up(
+        self,
+        call: Call,
+        from_leg: Leg,
+        now: float,
+        reason: str | None = None,
+        *,
+        bye_it: bool = False,
+    ) -> None:
+        """`from_leg` ended the call (its BYE, or it broke): BYE every other confirmed leg.
+
+        `bye_it` also sends `from_leg` a BYE: it went silent (a session timer expired, our 2xx
+        was never ACKed) but its dialog may still exist on the other end.
+        """
         for leg in call.legs():
-            if leg is from_leg or leg.dialog is None:
+            if leg.dialog is None or (leg is from_leg and not bye_it):
                 continue
             if leg.dialog.state is DialogState.CONFIRMED:
                 bye = leg.dialog.create_request("BYE", self.local.via(leg.flow))
