@@ -9,6 +9,7 @@ the io layer does the sending.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -20,8 +21,13 @@ DEFAULT_PORT = 5060
 DEFAULT_TLS_PORT = 5061
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalise_ip(host: str) -> str | None:
-    """The canonical text of an IP literal (brackets removed), or None for a host name."""
+    """The canonical text of an IP literal (brackets removed), or None for a host name.
+
+    Cached: it runs three times per request on the hot path, for a small set of peer addresses,
+    and `ipaddress` parsing is slow; the bound keeps a scan of many sources from growing it.
+    """
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         return str(ipaddress.ip_address(text))
