@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from support.server import ServerProcess
 from support.ua import UdpAgent, digest_answer
 

@@ -476,7 +476,9 @@ def test_views_of_messages_built_by_hand() -> None:
     message.headers.add("CSeq", "7 OPTIONS")
     assert message.call_id == "x@y" and message.cseq.number == 7
     assert message.contacts == [] and message.routes == [] and message.content_type is None
-    message.headers.add("Contact", "<sip:a@b>")
+    message.headers.add("Contact", "*")
+    assert message.contacts == []  # REGISTER's wildcard
+    message.headers.set("Contact", "<sip:a@b>")
     assert message.contacts[0].uri.host == "b"
     assert message.contacts[0] is message.contacts[0]  # cached
 

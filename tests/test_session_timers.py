@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from support.core_driver import CoreDriver
 
 from callkeeper.config import Config
 from callkeeper.sip.message import Request, Response
+from support.core_driver import CoreDriver
 
 CALLER = ("127.0.0.1", 7001)
 CALLEE = ("127.0.0.1", 7002)

@@ -209,6 +209,10 @@ class RegistrarSection(BaseModel):
         return self
 
 
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+DEFAULT_DIGEST: tuple[DigestAlgorithm, ...] = ("MD5",)
+
+
 class AuthSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -219,8 +223,8 @@ class AuthSection(BaseModel):
     # Digest algorithms offered, in order. MD5 alone by default: deployed phones (baresip 1.0 on
     # libre 1.1, among others) give up on a 401 that offers any algorithm they do not know, even
     # next to MD5. Offer ["SHA-256", "MD5"] (RFC 8760 order) when every phone copes.
-    algorithms: list[Literal["SHA-256", "MD5"]] = Field(
-        default_factory=lambda: ["MD5"], min_length=1
+    algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list(DEFAULT_DIGEST), min_length=1
     )
 
 

@@ -31,7 +31,9 @@ class CoreDriver:
     sent: list[Sent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.core = CallManager(self.config, counter_ids("t"), lambda n: b"\x01" * n, b"0123456789abcdef")
+        self.core = CallManager(
+            self.config, counter_ids("t"), lambda n: b"\x01" * n, b"0123456789abcdef"
+        )
         self.core.add_local_address("udp", SERVER)
 
     def receive(self, text: str, source: tuple[str, int]) -> None:

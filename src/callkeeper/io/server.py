@@ -70,6 +70,9 @@ async def start_server(
 ) -> RunningServer:
     # Tags, branches and Call-IDs: a random per-process prefix and a counter — unique, and not
     # guessable across restarts.
+    if config.media.mode != "off":
+        # The media plane (RTP relay, rtpengine) is not built yet: say so rather than pretend.
+        raise StartupError(f'media.mode: {config.media.mode!r} is not available yet; use "off"')
     core = CallManager.from_config(
         config, counter_ids(secrets.token_hex(4)), os.urandom, secret=secrets.token_bytes(32)
     )

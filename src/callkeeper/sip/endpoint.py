@@ -14,9 +14,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from callkeeper.sip import keepalive, nat, stun
-from callkeeper.sip.errors import ParseError
+from callkeeper.sip.errors import MessageTooLarge, ParseError
 from callkeeper.sip.message import Message, Request, Response
 from callkeeper.sip.parser import (
+    FramingError,
     KeepAlivePing,
     KeepAlivePong,
     PartialRequestError,
@@ -152,10 +153,13 @@ class SipEndpoint:
         elif isinstance(item, PartialRequestError):
             # Framing is intact (Content-Length was readable): answer and keep the connection.
             self._reject(item, flow)
-        else:
-            # The stream cannot be framed any more: say why if we can, then close it (§18.3).
+        elif isinstance(item, FramingError | MessageTooLarge):
+            # The stream cannot be framed any more: close it (§18.3).
             self.stats.dropped["unframeable-stream"] += 1
             self._commands.append(CloseFlow(flow))
+        else:
+            # One bad message (a garbled response, say) with its framing intact: drop it only.
+            self.stats.dropped["unparseable"] += 1
 
     def connection_lost(self, flow: Flow, now: float) -> None:
         self._events.append(ConnectionClosed(flow))
