@@ -160,17 +160,33 @@ class KeepalivePeer:
     delivered: list[bool] = field(default_factory=list)
 
     def schedule(self, sim: Sim, until: float) -> None:
-        """Queue every keep-alive this phone sends before `min(until, stop)`."""
-        t = self.start + self.interval * self.rng.uniform(self.low, self.high)
-        k = 0
-        while t < min(until, self.stop):
+        """Send keep-alives from now on until `min(until, stop)`.
+
+        Each keep-alive queues the next one when it is sent, so the input queue holds one entry
+        per phone rather than every keep-alive of a run of hours.
+        """
+        end = min(until, self.stop)
+        rng, interval, low, high = self.rng, self.interval, self.low, self.high
+        endpoint_id, monitor = self.endpoint_id, sim.monitor
+
+        def send(t: float) -> None:
+            k = len(self.sent)
             self.sent.append(t)
             lost = self.lose(k)
             self.delivered.append(not lost)
             if not lost:
-                sim.at(t + self.delay(k), _sign_of_life(sim, self.endpoint_id))
-            k += 1
-            t += self.interval * self.rng.uniform(self.low, self.high)
+                delay = self.delay(k)
+                if delay:
+                    sim.at(t + delay, lambda: monitor.sign_of_life(endpoint_id, sim.now))
+                else:
+                    monitor.sign_of_life(endpoint_id, t)
+            following = t + interval * rng.uniform(low, high)
+            if following < end:
+                sim.at(following, lambda: send(following))
+
+        first = self.start + interval * rng.uniform(low, high)
+        if first < end:
+            sim.at(first, lambda: send(first))
 
     @property
     def last_delivered(self) -> float | None:
@@ -231,6 +247,7 @@ def test_keepalive_peer_schedule_is_seeded_and_bounded() -> None:
         sim = Sim()
         peer = KeepalivePeer("e", 5.0, random.Random(7), stop=60.0)
         peer.schedule(sim, until=100.0)
+        sim.run_until(100.0)
         runs.append(peer.sent)
     assert runs[0] == runs[1]
     gaps = [b - a for a, b in zip(runs[0], runs[0][1:], strict=False)]

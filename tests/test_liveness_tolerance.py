@@ -17,7 +17,6 @@ checks the first exactly (DOWN count == forced runs), the other two check zero.
 from __future__ import annotations
 
 import random
-import statistics
 from collections.abc import Callable
 
 import pytest
@@ -181,13 +180,12 @@ def test_silent_probed_endpoints_are_down_within_the_bound() -> None:
     )
     assert max(latencies) <= bound
     # How long the last probe had to answer, at least: from being sent to the DOWN decision.
+    sent_at: dict[str, list[float]] = {}
+    for probe, t in zip(sim.probes, sim.probe_times, strict=True):
+        sent_at.setdefault(probe.endpoint_id, []).append(t)
     margins = []
     for endpoint_id, down in downs.items():
-        sent = [
-            t
-            for p, t in zip(sim.probes, sim.probe_times, strict=True)
-            if p.endpoint_id == endpoint_id
-        ]
+        sent = sent_at[endpoint_id]
         before = [t for t in sent if t < down.detected_at]
         assert len([t for t in before if t > down.last_seen]) >= MISSES, (
             "misses probes went unanswered"
@@ -203,7 +201,7 @@ def loss(rate: float) -> Callable[[random.Random], Callable[[int], bool]]:
 
 def test_crlf_keepalives_under_10_percent_loss_go_down_only_when_forced() -> None:
     """No retransmission (CRLF over UDP): quantify, and check DOWN == forced, exactly."""
-    rate, hours, count = 0.10, 2, 200
+    rate, hours, count = 0.10, 2, 100
     until = hours * 3600.0
     sim = Sim(SETTINGS)
     peers = keepalive_fleet(sim, count, until, random.Random(5), low=0.8, high=1.0, lose=loss(rate))
@@ -214,23 +212,24 @@ def test_crlf_keepalives_under_10_percent_loss_go_down_only_when_forced() -> Non
         runs = _loss_runs(peer.delivered)
         expected = sum(1 for length, complete in runs if length >= MISSES and complete)
         got = len(sim.downs(peer.endpoint_id))
-        tail = not peer.delivered[-1]  # a run still going at the end may or may not have fired
-        assert expected <= got <= expected + tail, peer.endpoint_id
-        assert all(length < MISSES or not complete or True for length, complete in runs)
+        # ... plus one for the silence after `until`, when every phone stops (a loss run still
+        # going at the end merges into it).
+        assert got == expected + 1, peer.endpoint_id
         forced += expected
     two_in_a_row = sum(
         1 for p in peers for length, complete in _loss_runs(p.delivered) if length == 2 and complete
     )
     analytic = (1 - rate) * rate**MISSES
-    per_hour = len(sim.downs()) / (count * hours)
+    downs = len(sim.downs()) - count  # without the final silence
+    per_hour = downs / (count * hours)
     print(
         f"\nCRLF, {rate:.0%} loss, misses={MISSES}: {sent} keep-alives, {two_in_a_row} double losses"
-        f" (0 DOWN from them), {forced} runs of ≥{MISSES} → {len(sim.downs())} DOWN;"
-        f" {len(sim.downs()) / sent:.2e}/keep-alive (analytic {analytic:.2e}),"
+        f" (0 DOWN from them), {forced} runs of ≥{MISSES} → {downs} DOWN;"
+        f" {downs / sent:.2e}/keep-alive (analytic {analytic:.2e}),"
         f" {per_hour:.2f} per endpoint-hour at {INTERVAL:g} s"
     )
-    assert two_in_a_row > 1000
-    assert 0.5 * analytic <= len(sim.downs()) / sent <= 2.0 * analytic
+    assert two_in_a_row > 500
+    assert 0.5 * analytic <= downs / sent <= 2.0 * analytic
 
 
 def _loss_runs(delivered: list[bool]) -> list[tuple[int, bool]]:
@@ -267,7 +266,7 @@ def retransmitted(
 
 
 def test_stun_keepalives_under_10_percent_loss_never_go_down() -> None:
-    rate, hours, count = 0.10, 2, 200
+    rate, hours, count = 0.10, 2, 100
     until = hours * 3600.0
     sim = Sim(SETTINGS)
     # Only retransmissions sent before the next keep-alive (≥ 4 s later) are counted.
@@ -294,7 +293,7 @@ def test_stun_keepalives_under_10_percent_loss_never_go_down() -> None:
 def test_options_probes_under_10_percent_loss_both_ways_never_go_down(in_call: bool) -> None:
     """OPTIONS over UDP: the request is retransmitted on Timer E (0.5, 1, 2, 4, 4 ... s) and an
     answer needs both the request and the response through (0.9 × 0.9 per attempt)."""
-    rate, hours, count = 0.10, 2, 200
+    rate, hours, count = 0.10, 2, 100
     rng = random.Random(7)
     settings = LivenessSettings(options_interval=10.0, in_call_interval=5.0, misses=MISSES)
     sim = Sim(settings)

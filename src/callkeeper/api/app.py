@@ -6,15 +6,23 @@ serving SIP never calls into prometheus_client.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from callkeeper.api.events import describe_event
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
 
@@ -77,7 +85,6 @@ class CoreCollector(Collector):
         for name, manager in sorted(self._driver.streams.items()):
             connections.add_metric([name], len(manager))
         yield connections
-        now = self._driver.loop.time()
         yield GaugeMetricFamily(
             "callkeeper_calls_active",
             "Calls in progress (any state but ended)",
@@ -89,9 +96,25 @@ class CoreCollector(Collector):
         endpoints = GaugeMetricFamily(
             "callkeeper_endpoints", "Endpoints by liveness state", labels=["state"]
         )
-        for state, count in self._core.endpoint_counts(now).items():
+        for state, count in self._core.endpoint_counts().items():
             endpoints.add_metric([state], count)
         yield endpoints
+        watch = self._core.watch
+        yield CounterMetricFamily(
+            "callkeeper_endpoint_failures", "Endpoints that went DOWN", value=watch.failures
+        )
+        detection = watch.detection
+        cumulative = [
+            (str(bound), count)
+            for bound, count in zip(detection.bounds, detection.counts, strict=True)
+        ]
+        cumulative.append(("+Inf", detection.count))
+        yield HistogramMetricFamily(
+            "callkeeper_detection_seconds",
+            "Last sign of life to DOWN",
+            buckets=cumulative,
+            sum_value=detection.total,
+        )
         yield CounterMetricFamily(
             "callkeeper_core_errors",
             "Unexpected exceptions caught around the core (bugs)",
@@ -112,6 +135,9 @@ class ApiServer:
         self.app.router.add_get("/api/v1/calls", self.list_calls)
         self.app.router.add_get("/api/v1/calls/{id}", self.get_call)
         self.app.router.add_get("/api/v1/endpoints", self.list_endpoints)
+        self.app.router.add_get("/api/v1/events", self.events)
+        self._subscribers: set[asyncio.Queue[str]] = set()
+        driver.event_sinks.append(self._publish)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -148,6 +174,42 @@ class ApiServer:
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         return web.json_response(self.core.endpoints_view(self.driver.loop.time(), self._wall))
+
+    def _publish(self, event: object) -> None:
+        """Fan a core event out to every SSE client; a client too slow to keep up loses events
+        rather than growing our memory (its queue is bounded)."""
+        if not self._subscribers:
+            return
+        name, fields = describe_event(event)
+        for key in ("at", "detected_at"):
+            if key in fields:
+                fields[key] = self._wall(fields[key])
+        payload = f"event: {name}\ndata: {json.dumps(fields)}\n\n"
+        for queue in self._subscribers:
+            if queue.qsize() < 1000:
+                queue.put_nowait(payload)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: call.*, registration.* and endpoint.* as they happen."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            await response.write(b": callkeeper events\n\n")
+            while True:
+                try:
+                    payload = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    payload = ": keep-alive\n\n"  # keeps proxies from closing an idle stream
+                await response.write(payload.encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers.discard(queue)
+        return response
 
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)

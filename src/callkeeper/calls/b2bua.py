@@ -147,6 +147,7 @@ class B2BUA:
         caller: str | None,
         target: CallTarget,
         now: float,
+        caller_endpoint: str | None = None,
     ) -> None:
         """Take a new INVITE (already authorised and routed) and fork it to the target."""
         endpoint = self.endpoint
@@ -179,6 +180,7 @@ class B2BUA:
             is_caller=True,
             flow=flow,
             user=caller,
+            endpoint=caller_endpoint,
             state=LegState.TRYING,
             dialog=a_dialog,
             invite=request,
@@ -399,7 +401,7 @@ class B2BUA:
         self.endpoint.send_response(answer, now, a.invite_transaction)
         self._arm_session_timer(call, a, now)
         self._arm_session_timer(call, fork, now)
-        self._events.append(CallAnswered(call.id, fork.endpoint, now))
+        self._events.append(CallAnswered(call.id, fork.endpoint, now, a.endpoint))
 
     def _fork_failure(self, call: Call, fork: Leg, response: Response, now: float) -> None:
         fork.final_response = response
@@ -731,7 +733,14 @@ class B2BUA:
             self._timers.cancel((call.id, f"refresh:{leg.id}"))
             self._timers.cancel((call.id, f"expire:{leg.id}"))
         del self.calls[call.id]
-        self._events.append(CallEnded(call.id, reason, now, call.answered is not None))
+        connected = tuple(
+            leg.endpoint for leg in (call.a, call.b) if leg is not None and leg.endpoint is not None
+        )
+        self._events.append(
+            CallEnded(
+                call.id, reason, now, call.answered is not None, connected if call.answered else ()
+            )
+        )
 
     def _reply(self, request: Request, transaction_id: int, status: int, now: float) -> None:
         self.endpoint.send_response(request.create_response(status), now, transaction_id)

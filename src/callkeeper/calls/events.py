@@ -16,8 +16,9 @@ class CallStarted:
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
     call_id: str
-    endpoint: str | None
+    endpoint: str | None  # the callee's endpoint that answered
     at: float
+    caller_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class CallEnded:
     reason: str  # "caller hung up", "callee hung up", "cancelled", "486 Busy Here", ...
     at: float
     answered: bool
+    endpoints: tuple[str, ...] = ()  # of the legs that were connected
 
 
 CallEvent = CallStarted | CallAnswered | CallEnded

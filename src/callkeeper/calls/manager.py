@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
-from callkeeper.calls.events import CallEnded, CallEvent
+from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import LegState
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
+from callkeeper.calls.watch import EndpointWatch
 from callkeeper.config import Config
 from callkeeper.directory import (
     AuthPolicy,
@@ -34,6 +35,7 @@ from callkeeper.directory import (
     RegistrarSettings,
     UserTarget,
 )
+from callkeeper.liveness import LivenessEvent
 from callkeeper.sdp import validate_sdp
 from callkeeper.sip import capabilities
 from callkeeper.sip.digest import DigestAuthenticator
@@ -55,6 +57,7 @@ from callkeeper.sip.transaction_events import (
     ResponseReceived,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
 from callkeeper.sip.transaction_messages import IdSource
 from callkeeper.sip.transport import Flow
@@ -65,7 +68,7 @@ _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80}
 # Out-of-dialog requests of these methods only make sense inside a dialog we do not have.
 _DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
 
-ManagerEvent = CallEvent | RegistrarEvent
+ManagerEvent = CallEvent | RegistrarEvent | LivenessEvent
 
 
 class CallManager:
@@ -99,6 +102,9 @@ class CallManager:
             user_agent=config.sip.user_agent,
             validate_sdp=validate_sdp,
         )
+        self.watch = EndpointWatch(config, self.endpoint, self.local, ids)
+        self._watched_statics = False
+        self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
         self.calls_completed = 0
         self._commands: deque[RegistrarCommand] = deque()
         self._events: deque[ManagerEvent] = deque()
@@ -121,7 +127,7 @@ class CallManager:
 
     def restore_bindings(self, bindings: list[Binding], now: float) -> int:
         restored = self.registrar.restore(bindings, now)
-        self._drain_registrar()
+        self._drain_registrar(now)
         return restored
 
     # --- views ------------------------------------------------------------------------------
@@ -141,24 +147,30 @@ class CallManager:
         return by_endpoint
 
     def endpoints_view(self, now: float, wall: Wall) -> list[dict[str, Any]]:
-        """Registered contacts and static contacts. Until the liveness monitor watches them, a
-        live registration counts as alive and a static contact's state is unknown."""
+        """Registered and static contacts, with the liveness monitor's state and last sign of life."""
         calls = self._calls_by_endpoint()
-        views = [
-            binding_view(binding, "alive", calls.get(binding.endpoint_id, []), wall)
-            for binding in self.registrar.all_bindings()
-            if binding.is_live(now)
-        ]
+        monitor = self.watch.monitor
+        views = []
+        for binding in self.registrar.all_bindings():
+            if not binding.is_live(now):
+                continue
+            seen = monitor.view(binding.endpoint_id)
+            state = seen.state.value if seen is not None else "alive"
+            view = binding_view(binding, state, calls.get(binding.endpoint_id, []), wall)
+            if seen is not None:
+                view["last_seen"] = wall(seen.last_seen)
+            views.append(view)
         for static in self.directory.all_static_contacts():
+            seen = monitor.view(static.endpoint_id)
+            state = seen.state.value if seen is not None else "alive"
+            last_seen = seen.last_seen if seen is not None else None
             views.append(
-                static_view(static, "unknown", None, calls.get(static.endpoint_id, []), wall)
+                static_view(static, state, last_seen, calls.get(static.endpoint_id, []), wall)
             )
         return views
 
-    def endpoint_counts(self, now: float) -> dict[str, int]:
-        counts = {"alive": 0, "suspect": 0, "down": 0}
-        counts["alive"] = sum(1 for b in self.registrar.all_bindings() if b.is_live(now))
-        return counts
+    def endpoint_counts(self) -> dict[str, int]:
+        return self.watch.monitor.counts()
 
     @property
     def sip_stats(self) -> SipStats:
@@ -167,6 +179,15 @@ class CallManager:
     @property
     def transaction_count(self) -> int:
         return self.endpoint.transaction_count
+
+    def start(self, now: float) -> None:
+        """Begin watching the static contacts (once the listen addresses are known)."""
+        if self._watched_statics:
+            return
+        self._watched_statics = True
+        for static in self.directory.all_static_contacts():
+            self.watch.watch_static(static, self._flow_for_uri(static.uri), now)
+        self._process(now)
 
     # --- inputs (from the driver) -----------------------------------------------------------
     def receive_datagram(self, data: bytes, flow: Flow, now: float) -> None:
@@ -185,6 +206,7 @@ class CallManager:
         self.endpoint.handle_timer(now)
         self.registrar.handle_timer(now)
         self.b2bua.handle_timer(now)
+        self.watch.handle_timer(now)
         self._process(now)
 
     def get_timer(self) -> float | None:
@@ -194,6 +216,7 @@ class CallManager:
                 self.endpoint.get_timer(),
                 self.registrar.get_timer(),
                 self.b2bua.get_timer(),
+                self.watch.get_timer(),
             )
             if deadline is not None
         ]
@@ -212,20 +235,28 @@ class CallManager:
     def _process(self, now: float) -> None:
         endpoint = self.endpoint
         b2bua = self.b2bua
+        watch = self.watch
         while (event := endpoint.next_event()) is not None:
             kind = type(event)
             if kind is StatelessRequestReceived:
                 assert isinstance(event, StatelessRequestReceived)
+                watch.heard_from(event.flow, now)
                 endpoint.send_stateless_response(self._options_response(event.request), event.flow)
             elif kind is RequestReceived:
                 assert isinstance(event, RequestReceived)
+                watch.heard_from(event.flow, now)
                 if event.request.method == "ACK":
                     b2bua.receive_ack(event.request, now)
                 elif event.transaction_id is not None:
                     self._request(event.request, event.transaction_id, event.flow, now)
             elif kind is ResponseReceived:
                 assert isinstance(event, ResponseReceived)
-                b2bua.receive_response(event.transaction_id, event.response, now)
+                watch.heard_from(event.flow, now)
+                if not watch.probe_response(event.transaction_id, now):
+                    b2bua.receive_response(event.transaction_id, event.response, now)
+            elif kind is KeepaliveReceived:
+                assert isinstance(event, KeepaliveReceived)
+                watch.heard_from(event.flow, now)
             elif kind is CancelReceived:
                 assert isinstance(event, CancelReceived)
                 b2bua.receive_cancel(
@@ -233,27 +264,52 @@ class CallManager:
                 )
             elif kind is TransactionTimedOut:
                 assert isinstance(event, TransactionTimedOut)
+                # A probe's silence is judged by the monitor's own, shorter deadline.
                 b2bua.transaction_timed_out(event.transaction_id, now)
+            elif kind is TransportFailed:
+                assert isinstance(event, TransportFailed)
+                watch.probe_transport_failed(event.transaction_id, now)
             elif kind is TransactionTerminated:
                 assert isinstance(event, TransactionTerminated)
                 b2bua.transaction_terminated(event.transaction_id)
+                watch.probe_finished(event.transaction_id)
             elif kind is ConnectionClosed:
                 assert isinstance(event, ConnectionClosed)
+                watch.connection_closed(event.flow, now)
                 self.registrar.connection_closed(event.flow)
-            elif kind is KeepaliveReceived:
-                pass  # signs of life: the liveness monitor's input
-            # TransportFailed: the transaction times out on its own timers.
-        self._drain_registrar()
+        self._drain_registrar(now)
         while (call_event := b2bua.next_event()) is not None:
-            if isinstance(call_event, CallEnded):
+            if isinstance(call_event, CallAnswered):
+                for endpoint_id in (call_event.caller_endpoint, call_event.endpoint):
+                    self._call_started_on(endpoint_id, now)
+            elif isinstance(call_event, CallEnded):
                 self.calls_completed += 1
+                for endpoint_id in call_event.endpoints:
+                    self._call_ended_on(endpoint_id, now)
             self._events.append(call_event)
+        while (liveness_event := watch.next_event()) is not None:
+            self._events.append(liveness_event)
 
-    def _drain_registrar(self) -> None:
+    def _call_started_on(self, endpoint_id: str | None, now: float) -> None:
+        if endpoint_id is None:
+            return
+        self._in_call[endpoint_id] = self._in_call.get(endpoint_id, 0) + 1
+        self.watch.set_in_call(endpoint_id, True, now)
+
+    def _call_ended_on(self, endpoint_id: str, now: float) -> None:
+        count = self._in_call.get(endpoint_id, 0) - 1
+        if count > 0:
+            self._in_call[endpoint_id] = count
+            return
+        self._in_call.pop(endpoint_id, None)
+        self.watch.set_in_call(endpoint_id, False, now)
+
+    def _drain_registrar(self, now: float) -> None:
         registrar = self.registrar
         while (command := registrar.next_command()) is not None:
             self._commands.append(command)
         while (event := registrar.next_event()) is not None:
+            self.watch.registrar_event(event, self._in_call.keys(), now)
             self._events.append(event)
 
     # --- requests ---------------------------------------------------------------------------------
@@ -308,7 +364,11 @@ class CallManager:
             uri = trunk_uri.replace(user=target.number)
             contact = Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
             call_target = CallTarget(target.number, uri, (contact,))
-        self.b2bua.start_call(request, transaction_id, flow, caller, call_target, now)
+        binding = self.registrar.binding_by_flow(flow)
+        caller_endpoint = binding.endpoint_id if binding is not None else None
+        self.b2bua.start_call(
+            request, transaction_id, flow, caller, call_target, now, caller_endpoint=caller_endpoint
+        )
 
     def _user_contacts(self, user: str, now: float) -> list[Contact]:
         contacts = [

@@ -8,6 +8,7 @@ core never sees a socket and never reads a clock, so tests run it with a fake cl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -27,12 +28,11 @@ class PureCore(Protocol):
     def handle_timer(self, now: float) -> None: ...
     def get_timer(self) -> float | None: ...
     def next_command(self) -> object | None: ...
+    def next_event(self) -> object | None: ...
 
 
-class CommandSink(Protocol):
-    """Somebody else (media, store, API events) who carries out commands the driver does not."""
-
-    def __call__(self, command: object) -> None: ...
+# Somebody else (store, API events, logs) who carries out a command or hears an event.
+CommandSink = Callable[[object], None]
 
 
 class Driver(StreamHandler):
@@ -42,6 +42,8 @@ class Driver(StreamHandler):
         self.udp: dict[tuple[str, int], UdpTransport] = {}
         self.streams: dict[str, StreamManager] = {}
         self.extra_sinks: list[CommandSink] = []
+        # Who hears about calls, registrations and endpoint states (API events, logs).
+        self.event_sinks: list[CommandSink] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.errors = 0
@@ -100,6 +102,9 @@ class Driver(StreamHandler):
             else:
                 for sink in self.extra_sinks:
                     sink(command)
+        while (event := core.next_event()) is not None:
+            for sink in self.event_sinks:
+                sink(event)
         deadline = core.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from callkeeper.api.app import ApiServer
+from callkeeper.api.events import describe_event
 from callkeeper.calls.manager import CallManager
 from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
@@ -138,8 +139,16 @@ async def start_server(
     except BaseException:
         await running.close()
         raise
+    driver.event_sinks.append(log_event)
+    core.start(driver.loop.time())
     driver.poke()
     return running
+
+
+def log_event(event: object) -> None:
+    """Every call, registration and endpoint transition in the structured log, with timings."""
+    name, fields = describe_event(event)
+    log.info(name, **fields)
 
 
 def _reload(running: RunningServer) -> None:
