@@ -7,6 +7,8 @@
   is not watched.
 - A timeout DOWN is never early: at least `misses × interval + down_grace` after the last
   sign of life, for the shortest interval in play.
+- A sign of life (or being added) always leaves the endpoint ALIVE; a lost connection, an
+  expired registration or a reset always leave it DOWN.
 - Nothing is forgotten: left alone long enough, every watched endpoint ends DOWN.
 """
 
@@ -40,6 +42,9 @@ OPS = [
     "fail_probe",
     "stale_failure",
 ]
+
+IMMEDIATE_DOWN = ("connection_lost", "registration_expired", "reset")
+REVIVING = ("add_keepalive", "add_probe", "sign_of_life")  # what follows "add" is watched
 
 op = st.tuples(st.sampled_from(OPS), st.sampled_from(IDS), st.floats(0.0, 12.0))
 
@@ -100,6 +105,10 @@ def test_any_input_sequence_keeps_the_promises(
         check_events(sim, sim.take_events(), shadow)
         if name == "remove":
             shadow.pop(endpoint_id, None)
+        if watched and name in IMMEDIATE_DOWN:
+            assert sim.monitor.state(endpoint_id) is State.DOWN
+        if name in REVIVING and (watched or name != "sign_of_life"):
+            assert sim.monitor.state(endpoint_id) is State.ALIVE
         for eid in IDS:
             assert sim.monitor.state(eid) is shadow.get(eid)
         counts = sim.monitor.counts()

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callkeeper.liveness import (
-    LivenessMonitor,
     LivenessSettings,
     hash_phase,
     next_slot,
