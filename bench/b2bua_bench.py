@@ -72,6 +72,7 @@ class Step:
     elapsed: float = 0.0
     cpu: float = 0.0  # percent of one core
     leftover_calls: float | None = None  # callkeeper_calls_active after the drain
+    stalls: int = 0  # SIPp's own loop stalled > 500 ms (its watchdog): the machine, not the box
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +102,8 @@ class Step:
         )
         if self.leftover_calls:
             text += f"  calls_active left={self.leftover_calls:.0f}"
+        if self.stalls:
+            text += f"  (SIPp itself stalled >500 ms {self.stalls}x: machine noise)"
         return text
 
 
@@ -172,12 +175,23 @@ def run_step(
     )
     step.uas_unfinished = stat(callee, "CurrentCall")
     step.leftover_calls = box.metric("callkeeper_calls_active")
+    step.stalls = watchdog_trips(error_file) + watchdog_trips(box.uas.error_file, callee_errors_at)
     if not step.clean:
         step.errors += [f"caller: {line}" for line in error_lines(error_file)]
         step.errors += [
             f"callee: {line}" for line in error_lines(box.uas.error_file, callee_errors_at, 2)
         ]
     return step
+
+
+def watchdog_trips(path: Path, offset: int = 0) -> int:
+    """How often SIPp's watchdog saw its own main loop late by more than 500 ms since `offset`."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().count(b"watchdog timer")
+    except OSError:
+        return 0
 
 
 def ratio(numerator: int, denominator: int) -> str:

@@ -124,9 +124,11 @@ def error_lines(path: Path, offset: int = 0, limit: int = 4) -> list[str]:
             text = handle.read(1_000_000).decode(errors="replace")
     except OSError:
         return []
-    keys = ("Aborting", "unexpected", "timeout", "Dead call", "retrans", "Failed", "Error")
+    keys = ("Aborting", "unexpected", "timeout", "retrans", "Failed", "Error")
     lines = [" ".join(line.split()) for line in text.splitlines()]
-    return [line[:220] for line in lines if any(key in line for key in keys)][:limit]
+    # "Dead call ... received" lines are late retransmissions of a finished call: not a cause.
+    found = [line for line in lines if any(key in line for key in keys) and "Dead call" not in line]
+    return [line[:220] for line in found][:limit]
 
 
 def file_size(path: Path) -> int:

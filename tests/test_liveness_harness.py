@@ -237,8 +237,8 @@ def test_inputs_at_a_deadline_go_before_the_timer() -> None:
     sim.run_until(15.0)
     assert sim.events == []
     sim.run_until(30.0)
-    assert [type(e) for e in sim.events] == [EndpointSuspect]
-    assert sim.events[0].at == 30.0
+    (suspect,) = sim.events
+    assert isinstance(suspect, EndpointSuspect) and suspect.at == 30.0
 
 
 def test_keepalive_peer_schedule_is_seeded_and_bounded() -> None:

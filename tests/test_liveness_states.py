@@ -26,6 +26,7 @@ from callkeeper.liveness import (
     LivenessSettings,
     SendProbe,
     State,
+    SuspectReason,
     Trigger,
 )
 from test_liveness_harness import UDP, Sim
@@ -166,7 +167,7 @@ def test_walk_every_pair(state: State, trigger: Trigger) -> None:
     if emit is Emit.NOTHING:
         assert events == []
     elif emit is Emit.SUSPECT:
-        reason = "probe-failed" if trigger is Trigger.PROBE_ERROR else "timeout"
+        reason: SuspectReason = "probe-failed" if trigger is Trigger.PROBE_ERROR else "timeout"
         assert events == [EndpointSuspect("e", EndpointKind.STATIC, reason, 0.0, now)]
     elif emit is Emit.DOWN:
         down = EndpointDown("e", EndpointKind.STATIC, DOWN_REASONS[trigger], 0.0, now)

@@ -9,17 +9,18 @@ How it stays cheap (issue 5: "a sweep never walks all endpoints"):
 - `sign_of_life()` runs for every packet, so it is O(1) and touches no timer: it writes
   `last_seen` and returns. Each endpoint has at most one armed deadline (in a `TimerWheel`, or
   any `Timers`), armed for the *earliest* thing that could be due. When it fires, the
-  endpoint's real deadlines are recomputed from `last_seen`; if nothing is due yet (it spoke in
-  the meantime) the timer is re-armed and that is all. A deadline armed too early is harmless,
+  endpoint's real deadlines are recomputed from its last sign of life; if nothing is due yet
+  (it spoke in the meantime) the timer is re-armed and that is all — about once per interval
+  per endpoint, whatever the packet rate. A deadline armed too early is harmless,
   one armed too late would delay detection, so a deadline is re-armed explicitly only when it
   moves *earlier*: on a state change, and when the interval shrinks (`set_in_call`).
 - Probes follow a fixed per-endpoint grid (`spread`), so they stay spread forever.
 
 Probe mode, precisely. Probes go out at `(k + phase) × interval`; a probe unanswered when the
 next one is due is a miss. The DOWN rule is the same silence rule as for keep-alives — nothing
-heard for `misses × interval + down_grace` — because on a fixed grid that window holds exactly
-`misses` probes after the last sign of life, all but the last of which had a full interval to
-be answered (the last one at least `down_grace`). That keeps the acceptance bound
+heard for `misses × interval + down_grace` — because on a fixed grid that window holds at least
+`misses` probes sent after the last sign of life, all but the last of which had a full interval
+to be answered (the last one at least `down_grace`). That keeps the acceptance bound
 ("DOWN within options_interval × misses + 1 s of the last sign of life") exact, where counting
 deadline expiries would detect up to one interval later. A late answer still counts as life.
 
@@ -60,7 +61,7 @@ from callkeeper.sip.transport import Flow
 EPSILON = 1e-6
 
 # Enum member access through the class costs ~90 ns (a descriptor); the hot paths use these.
-_ALIVE, _SUSPECT, _DOWN = State.ALIVE, State.SUSPECT, State.DOWN
+_ALIVE, _DOWN = State.ALIVE, State.DOWN
 
 _DOWN_REASONS: dict[Trigger, DownReason] = {
     Trigger.SILENT: "timeout",
@@ -135,7 +136,8 @@ class LivenessMonitor:
         self._arm(watch)
 
     def remove(self, endpoint_id: str) -> bool:
-        """Stop watching; nothing about this endpoint is reported after this returns."""
+        """Stop watching: no event or probe about this endpoint is queued after this returns
+        (what was queued before stays queued: it happened)."""
         watch = self._watches.pop(endpoint_id, None)
         if watch is None:
             return False
@@ -206,7 +208,8 @@ class LivenessMonitor:
 
         When the interval shrinks, silence is counted from `now` for the new, shorter rule: an
         endpoint that pinged 20 s ago on a 30 s Flow-Timer is not 20 s overdue, and the first
-        in-call probe has not even been sent yet.
+        in-call probe has not even been sent yet. (`EndpointDown.detection_latency` still
+        counts from the real last sign of life.)
         """
         watch = self._watches.get(endpoint_id)
         if watch is None:

@@ -15,6 +15,15 @@ Why these thresholds (DESIGN.md "The recovery engine", issue 5):
   deadline is exact (`last_seen + misses × interval + down_grace`), the timer wheel rounds it up
   by at most `resolution`, so the pure core's worst case is `misses × interval + 0.55 s`; the rest
   of the second is left for the io driver's own lateness under load.
+
+Loss (measured in tests/test_liveness_tolerance.py): with misses = 3, a DOWN needs three
+keep-alives lost in a row; at RFC pacing the bound *forces* a DOWN then (4 × 0.8 × 5 s = 16 s of
+silence > 15.5 s), so a dead phone and that run of losses cannot be told apart. Under 10 %
+random loss of CRLF keep-alives, which nobody retransmits, that is (1 - p)·p³ ≈ 9·10⁻⁴ per
+keep-alive, about 0.65 DOWN per endpoint-hour at Flow-Timer 5 — each followed by ALIVE at the
+next keep-alive. STUN keep-alives (retransmitted per RFC 5389) and OPTIONS probes (Timer E)
+measured zero DOWN in 160,000 keep-alives / 216,000 probes at 10 % loss. Lossy UDP paths
+therefore want STUN, or misses ≥ 4.
 """
 
 from __future__ import annotations

@@ -1,0 +1,814 @@
+"""Liveness at scale: N outbound endpoints sending STUN keep-alives to one callkeeper process.
+
+The issue 5 acceptance load: 10,000 endpoints register over UDP with RFC 5626 outbound (so the
+registrar answers `Require: outbound` and `Flow-Timer`), then each sends a STUN Binding request
+(RFC 5389) every `flow_timer` seconds, phases spread, for `--seconds`; 1 % of them, chosen with
+a seeded RNG, go silent at random times. Pass when:
+
+- every silent endpoint is reported DOWN (SSE `endpoint.down`, subscribed before the run) within
+  `flow_timer × misses + 1 s` of its last keep-alive, measured here: the SSE event's arrival in
+  this process minus the moment this process sent that last keep-alive (so the server's
+  timer lateness and the event's delivery are both inside the number);
+- no other endpoint goes DOWN (a DOWN for a live endpoint is a false alarm);
+- the server answers the keep-alives (STUN success responses with the right transaction id and
+  XOR-MAPPED-ADDRESS = the endpoint's own address).
+
+Reported: detection p50/p99/max (client-observed and the server's own `detection_seconds`),
+server CPU % of one core during the keep-alive window (utime+stime from /proc/PID/stat), CPU µs
+per keep-alive, STUN round-trip p50/p99/max (a server that falls behind shows it here first),
+false SUSPECTs, and the load generator's own lateness and CPU, so a slow generator is not
+mistaken for a slow server. This bench has no external baseline: the reference is the bound
+(`detection / bound`), and CPU per keep-alive is the figure to compare between runs.
+
+One process generates the load (asyncio, uvloop when installed): one non-blocking UDP socket per
+endpoint, bound to 127.0.0.2, 127.0.0.3, ... (`--per-ip` endpoints per address, ephemeral ports),
+so every endpoint is its own flow (source IP:port) as real phones behind NATs are. The server is
+pinned to CPU 0 and the generator to CPU 1 when there are two CPUs.
+
+    python bench/liveness_bench.py [--endpoints 10000] [--flow-timer 5] [--seconds 60]
+    python bench/liveness_bench.py --stretch          # 20,000 endpoints, flow_timer 1
+    python bench/liveness_bench.py --profile          # also py-spy the server during the window
+
+`--profile` needs py-spy (`pip install py-spy`); it prints where the server's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import cpu_seconds, free_port
+
+MAGIC_COOKIE = 0x2112A442
+COOKIE_BYTES = struct.pack(">I", MAGIC_COOKIE)
+BINDING_REQUEST_TYPE = b"\x00\x01"
+BINDING_SUCCESS_TYPE = b"\x01\x01"
+XOR_MAPPED_ADDRESS = 0x0020
+MAPPED_ADDRESS = 0x0001
+FLOW_TIMER_RE = re.compile(rb"(?im)^flow-timer[ \t]*:[ \t]*(\d+)")
+REQUIRE_RE = re.compile(rb"(?im)^require[ \t]*:[ \t]*(.*?)\r$")
+CSEQ_RE = re.compile(rb"(?im)^cseq[ \t]*:[ \t]*\d+[ \t]+(\w+)")
+TICK = 0.005  # the generator's scheduling granularity (s)
+
+
+# --- the server ------------------------------------------------------------------------------
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    sip_port: int
+    api_port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.api_port}{path}"
+
+    def get(self, path: str, timeout: float = 30.0) -> bytes:
+        with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+            return bytes(response.read())
+
+    def metrics(self) -> dict[str, float]:
+        samples: dict[str, float] = {}
+        for line in self.get("/metrics").decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_server(workdir: Path, users: int, flow_timer: int, misses: int, cpu: str | None) -> Server:
+    sip_port, api_port = free_port(), free_port()
+    lines = [
+        "[sip]",
+        f'listen = ["udp:127.0.0.1:{sip_port}"]',
+        'domain = "127.0.0.1"',
+        'trusted_sources = ["127.0.0.0/8"]',
+        "[keepalive]",
+        f"flow_timer = {flow_timer}",
+        f"misses = {misses}",
+        "[api]",
+        f'listen = "127.0.0.1:{api_port}"',
+        "[store]",
+        'url = "memory:"',
+        "[log]",
+        'level = "warning"',
+    ]
+    lines += [f'[[users]]\nname = "u{i}"' for i in range(users)]
+    config = workdir / "callkeeper.toml"
+    config.write_text("\n".join(lines) + "\n")
+    log = workdir / "callkeeper.log"
+    command = [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", cpu, *command]  # taskset execs: the PID is the server's
+    with log.open("wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir)
+    server = Server(process, sip_port, api_port, log)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"callkeeper exited {process.returncode}:\n{log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(server.get("/healthz", timeout=2)).get("status") == "ok":
+                return server
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError("callkeeper did not become healthy within 60 s")
+        time.sleep(0.1)
+
+
+# --- wire formats ------------------------------------------------------------------------------
+def stun_request(transaction_id: bytes) -> bytes:
+    """A bare RFC 5389 Binding request: 20-byte header, no attributes."""
+    return BINDING_REQUEST_TYPE + b"\x00\x00" + COOKIE_BYTES + transaction_id
+
+
+def stun_mapped_address(data: bytes) -> tuple[str, int] | None:
+    """XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS) of a Binding success response, IPv4 only."""
+    offset, end = 20, min(len(data), 20 + struct.unpack_from(">H", data, 2)[0])
+    plain: tuple[str, int] | None = None
+    while offset + 4 <= end:
+        kind, length = struct.unpack_from(">HH", data, offset)
+        value = data[offset + 4 : offset + 4 + length]
+        if kind == XOR_MAPPED_ADDRESS and length == 8 and value[1] == 1:
+            port = struct.unpack_from(">H", value, 2)[0] ^ (MAGIC_COOKIE >> 16)
+            raw = struct.unpack_from(">I", value, 4)[0] ^ MAGIC_COOKIE
+            return socket.inet_ntoa(struct.pack(">I", raw)), port
+        if kind == MAPPED_ADDRESS and length == 8 and value[1] == 1:
+            plain = socket.inet_ntoa(value[4:8]), struct.unpack_from(">H", value, 2)[0]
+        offset += 4 + ((length + 3) & ~3)
+    return plain
+
+
+def register_request(
+    index: int, attempt: int, local: tuple[str, int], server_port: int, expires: int
+) -> bytes:
+    host, port = local
+    return (
+        f"REGISTER sip:127.0.0.1:{server_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-lb{index}x{attempt};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:u{index}@127.0.0.1>;tag=lb{index}\r\n"
+        f"To: <sip:u{index}@127.0.0.1>\r\n"
+        f"Call-ID: lb-{index}@{host}\r\n"
+        f"CSeq: {attempt + 1} REGISTER\r\n"
+        "Supported: outbound, path\r\n"
+        f'Contact: <sip:u{index}@{host}:{port};transport=udp>;+sip.instance="<urn:uuid:'
+        f'00000000-0000-4000-8000-{index:012d}>";reg-id=1\r\n'
+        f"Expires: {expires}\r\n"
+        "User-Agent: callkeeper-liveness-bench\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+# --- statistics ------------------------------------------------------------------------------
+def percentile(values: Iterable[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def spread(values: Iterable[float], unit: float = 1.0, digits: int = 2) -> str:
+    ordered = sorted(values)
+    if not ordered:
+        return "n/a"
+    p50, p99 = percentile(ordered, 0.50) * unit, percentile(ordered, 0.99) * unit
+    return f"p50 {p50:.{digits}f}  p99 {p99:.{digits}f}  max {ordered[-1] * unit:.{digits}f}"
+
+
+# --- the load generator ------------------------------------------------------------------------
+@dataclass
+class Down:
+    endpoint: str
+    received: float  # time.monotonic() in this process
+    detection_seconds: float  # the server's own figure (last sign of life -> DOWN)
+    reason: str
+
+
+@dataclass
+class Load:
+    endpoints: int
+    flow_timer: int
+    misses: int
+    seconds: float
+    rate: float
+    silent_fraction: float
+    seed: int
+    per_ip: int
+    expires: int = 600
+    # results
+    registered: int = 0
+    register_statuses: Counter[int] = field(default_factory=Counter)
+    register_retransmits: int = 0
+    register_problems: Counter[str] = field(default_factory=Counter)
+    stun_sent: int = 0
+    stun_lost: int = 0  # sent in the window and never answered (checked when the next is due)
+    stun_answered: int = 0
+    stun_bad: int = 0  # wrong transaction id or mapped address
+    send_errors: int = 0
+    other_datagrams: int = 0
+    rtts: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    lateness: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    downs: list[Down] = field(default_factory=list)
+    suspects: list[tuple[str, float]] = field(default_factory=list)
+    alives: list[tuple[str, float]] = field(default_factory=list)
+    sse_events: Counter[str] = field(default_factory=Counter)
+
+
+class Generator:
+    def __init__(self, load: Load, server: Server) -> None:
+        self.load = load
+        self.server = server
+        self.server_address = ("127.0.0.1", server.sip_port)
+        n = load.endpoints
+        self.rng = random.Random(load.seed)
+        self.sockets: list[socket.socket] = []
+        self.locals: list[tuple[str, int]] = []
+        self.registered_at = [0.0] * n
+        self.register_attempts = [0] * n
+        self.register_sent = [0.0] * n
+        self.last_sent = [0.0] * n
+        self.max_gap = [0.0] * n  # longest gap between two keep-alives of one endpoint
+        self.pending: list[bytes | None] = [None] * n  # outstanding STUN transaction id
+        self.pending_at = [0.0] * n
+        self.answered = [0] * n
+        self.silent_at = [float("inf")] * n
+        self.stopped = [False] * n
+        self.heap: list[tuple[float, int]] = []
+        self.window: tuple[float, float] = (float("inf"), float("inf"))
+        self.all_registered = asyncio.Event()
+        self.running = True
+
+    # sockets ---------------------------------------------------------------------------------
+    def open_sockets(self) -> None:
+        for index in range(self.load.endpoints):
+            host = ip_for(index, self.load.per_ip)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((host, 0))
+            self.sockets.append(sock)
+            self.locals.append((host, sock.getsockname()[1]))
+        loop = asyncio.get_running_loop()
+        for index, sock in enumerate(self.sockets):
+            loop.add_reader(sock.fileno(), self.on_readable, index)
+
+    def close_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def send(self, index: int, data: bytes) -> bool:
+        try:
+            self.sockets[index].sendto(data, self.server_address)
+        except OSError:
+            self.load.send_errors += 1
+            return False
+        return True
+
+    # receiving ---------------------------------------------------------------------------------
+    def on_readable(self, index: int) -> None:
+        sock = self.sockets[index]
+        while True:
+            try:
+                data = sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.load.send_errors += 1  # ICMP unreachable reported on the next call
+                return
+            now = time.monotonic()
+            if data[:2] == BINDING_SUCCESS_TYPE and data[4:8] == COOKIE_BYTES:
+                self.on_stun_response(index, data, now)
+            elif data.startswith(b"SIP/2.0 "):
+                self.on_sip_response(index, data, now)
+            else:
+                self.load.other_datagrams += 1
+
+    def on_stun_response(self, index: int, data: bytes, now: float) -> None:
+        load = self.load
+        if data[8:20] != self.pending[index]:
+            load.stun_bad += 1
+            return
+        self.pending[index] = None
+        if stun_mapped_address(data) != self.locals[index]:
+            load.stun_bad += 1
+            return
+        load.stun_answered += 1
+        self.answered[index] += 1
+        if self.pending_at[index] >= self.window[0]:
+            load.rtts.append(now - self.pending_at[index])
+
+    def on_sip_response(self, index: int, data: bytes, now: float) -> None:
+        load = self.load
+        cseq = CSEQ_RE.search(data)
+        if cseq is None or cseq.group(1) != b"REGISTER":
+            load.other_datagrams += 1
+            return
+        status = int(data[8:11])
+        if status < 200 or self.registered_at[index]:
+            return
+        load.register_statuses[status] += 1
+        if status != 200:
+            reason = data[12 : data.find(b"\r")].decode(errors="replace")
+            load.register_problems[f"{status} {reason}"] += 1
+            return
+        timer = FLOW_TIMER_RE.search(data)
+        require = REQUIRE_RE.search(data)
+        if timer is None or int(timer.group(1)) != load.flow_timer:
+            load.register_problems["200 without the expected Flow-Timer"] += 1
+        if require is None or b"outbound" not in require.group(1).lower():
+            load.register_problems["200 without Require: outbound"] += 1
+        self.registered_at[index] = now
+        load.registered += 1
+        # Its first keep-alive comes at a random point of its first interval, so the phases of
+        # all endpoints are spread over the interval and none waits longer than one interval.
+        heapq.heappush(self.heap, (now + self.rng.uniform(0.05, 1.0) * load.flow_timer, index))
+        if load.registered == load.endpoints:
+            self.all_registered.set()
+
+    # sending -----------------------------------------------------------------------------------
+    async def register_all(self) -> None:
+        """Paced REGISTERs at `rate`/s; retransmit (new attempt) after 2 s without an answer."""
+        load = self.load
+        started = time.monotonic()
+        for index in range(load.endpoints):
+            due = started + index / load.rate
+            delay = due - time.monotonic()
+            if delay > TICK:
+                await asyncio.sleep(delay)
+            self.register_once(index)
+        deadline = time.monotonic() + 30
+        while not self.all_registered.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.all_registered.wait(), 2.0)
+            now = time.monotonic()
+            for index in range(load.endpoints):
+                if (
+                    not self.registered_at[index]
+                    and self.register_attempts[index] < 4
+                    and now - self.register_sent[index] >= 2.0
+                ):
+                    load.register_retransmits += 1
+                    self.register_once(index)
+
+    def register_once(self, index: int) -> None:
+        attempt = self.register_attempts[index]
+        self.register_attempts[index] += 1
+        self.register_sent[index] = time.monotonic()
+        data = register_request(
+            index, attempt, self.locals[index], self.server.sip_port, self.load.expires
+        )
+        self.send(index, data)
+
+    async def keepalives(self) -> None:
+        """Send every due keep-alive; reschedule it one `flow_timer` later (fixed grid)."""
+        load = self.load
+        interval = float(load.flow_timer)
+        heap, pending, pending_at = self.heap, self.pending, self.pending_at
+        last_sent, max_gap, silent_at, stopped = (
+            self.last_sent,
+            self.max_gap,
+            self.silent_at,
+            self.stopped,
+        )
+        lateness, randbytes = load.lateness, os.urandom
+        while self.running:
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                due, index = heapq.heappop(heap)
+                if due >= silent_at[index]:
+                    stopped[index] = True  # goes silent: its last keep-alive was the one before
+                    continue
+                if pending[index] is not None and pending_at[index] >= self.window[0]:
+                    load.stun_lost += 1  # the previous one was never answered
+                transaction_id = randbytes(12)
+                if self.send(index, stun_request(transaction_id)):
+                    sent = time.monotonic()
+                    if last_sent[index]:
+                        max_gap[index] = max(max_gap[index], sent - last_sent[index])
+                    last_sent[index] = sent
+                    pending[index], pending_at[index] = transaction_id, sent
+                    load.stun_sent += 1
+                    lateness.append(sent - due)
+                heapq.heappush(heap, (due + interval, index))
+            wait = (heap[0][0] - time.monotonic()) if heap else TICK
+            await asyncio.sleep(min(max(wait, 0.0), TICK))
+
+    # the SSE stream ------------------------------------------------------------------------------
+    async def events(self, ready: asyncio.Event) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(self.server.url("/api/v1/events")) as response,
+        ):
+            ready.set()
+            name = ""
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:") and name:
+                    self.on_event(name, json.loads(line[5:]), time.monotonic())
+                elif not line:
+                    name = ""
+
+    def on_event(self, name: str, fields: dict[str, object], now: float) -> None:
+        load = self.load
+        load.sse_events[name] += 1
+        endpoint = str(fields.get("endpoint", ""))
+        if name == "endpoint.down":
+            seconds = fields.get("detection_seconds")
+            load.downs.append(
+                Down(
+                    endpoint,
+                    now,
+                    float(seconds) if isinstance(seconds, int | float) else float("nan"),
+                    str(fields.get("reason", "")),
+                )
+            )
+        elif name == "endpoint.suspect":
+            load.suspects.append((endpoint, now))
+        elif name == "endpoint.alive":
+            load.alives.append((endpoint, now))
+
+
+def ip_for(index: int, per_ip: int) -> str:
+    number = 2 + index // per_ip  # 127.0.0.2, 127.0.0.3, ...: 127.0.0.1 is the server's
+    return f"127.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard < needed:
+        try:  # root may raise the hard limit (up to fs.nr_open)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return
+        except (ValueError, OSError) as error:
+            raise SystemExit(
+                f"liveness_bench: needs {needed} file descriptors, the hard limit is {hard} "
+                f"({error}); run as root or raise `ulimit -Hn`, or use fewer --endpoints"
+            ) from error
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+# --- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    passed: bool
+    lines: list[str]
+
+
+async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
+    gen = Generator(load, server)
+    loop = asyncio.get_running_loop()
+    gen.open_sockets()
+    ready = asyncio.Event()
+    events_task = asyncio.create_task(gen.events(ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    keepalive_task = asyncio.create_task(gen.keepalives())
+    lines: list[str] = []
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        started = time.monotonic()
+        cpu_before_reg = cpu_seconds([server.pid])
+        await gen.register_all()
+        registration = time.monotonic() - started
+        cpu_reg = cpu_seconds([server.pid]) - cpu_before_reg
+        print(
+            f"registered {load.registered}/{load.endpoints} in {registration:.1f} s "
+            f"(server CPU {100 * cpu_reg / registration:.0f} %, "
+            f"{load.register_retransmits} retransmissions)",
+            flush=True,
+        )
+        if load.registered < load.endpoints or load.register_problems:
+            for problem, count in load.register_problems.most_common(5):
+                print(f"  register problem x{count}: {problem}")
+            if load.registered < load.endpoints:
+                return Outcome(False, ["FAIL: not every endpoint registered"])
+
+        # id -> index, from the API (the ids are the server's business)
+        listing = json.loads(await loop.run_in_executor(None, server.get, "/api/v1/endpoints"))
+        index_of: dict[str, int] = {}
+        for entry in listing:
+            user = str(entry.get("user", ""))
+            if user.startswith("u") and user[1:].isdigit():
+                index_of[str(entry["id"])] = int(user[1:])
+        bad_listing = [e for e in listing if e.get("state") != "alive" or e.get("transport") != "udp"]
+
+        # The measured window starts now. Silent endpoints stop at random times early enough
+        # that their detection (<= bound) falls inside the window.
+        bound = load.flow_timer * load.misses + 1.0
+        window_start = time.monotonic()
+        window_end = window_start + load.seconds
+        gen.window = (window_start, window_end)
+        del load.lateness[:]
+        silent_count = round(load.endpoints * load.silent_fraction)
+        silent = sorted(random.Random(load.seed + 1).sample(range(load.endpoints), silent_count))
+        rng = random.Random(load.seed + 2)
+        latest = load.seconds - bound - 2.0
+        if latest <= load.flow_timer:
+            raise SystemExit(f"--seconds must exceed {bound + 2 + load.flow_timer:.0f} s")
+        for index in silent:
+            gen.silent_at[index] = window_start + rng.uniform(load.flow_timer, latest)
+        if profile is not None:
+            spy = start_profiler(server.pid, load.seconds, profile)
+        cpu_before = cpu_seconds([server.pid])
+        own_before = resource.getrusage(resource.RUSAGE_SELF)
+        sent_before = load.stun_sent
+        answered_before = load.stun_answered
+        await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+        elapsed = time.monotonic() - window_start
+        cpu_used = cpu_seconds([server.pid]) - cpu_before
+        own_after = resource.getrusage(resource.RUSAGE_SELF)
+        own_cpu = (own_after.ru_utime + own_after.ru_stime) - (
+            own_before.ru_utime + own_before.ru_stime
+        )
+        sent = load.stun_sent - sent_before
+        # Keep the keep-alives going while we read the final state, so nothing else goes quiet.
+        await asyncio.sleep(0.5)
+        metrics = await loop.run_in_executor(None, server.metrics)
+        final = json.loads(await loop.run_in_executor(None, server.get, "/api/v1/endpoints"))
+        answered = load.stun_answered - answered_before
+        # Still unanswered a second after it was sent: lost too.
+        cutoff = time.monotonic() - 1.0
+        load.stun_lost += sum(
+            1
+            for index in range(load.endpoints)
+            if gen.pending[index] is not None and window_start <= gen.pending_at[index] < cutoff
+        )
+    finally:
+        gen.running = False
+        keepalive_task.cancel()
+        events_task.cancel()
+        for task in (keepalive_task, events_task):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        gen.close_sockets()
+        if spy is not None:
+            finish_profiler(spy, profile)
+
+    # --- judge ---------------------------------------------------------------------------------------
+    silent_set = set(silent)
+    detection: dict[int, Down] = {}
+    false_downs: list[tuple[int, Down]] = []
+    for down in load.downs:
+        index = index_of.get(down.endpoint, -1)
+        if down.received > window_end:
+            continue
+        if index in silent_set and gen.stopped[index] and down.received >= gen.last_sent[index]:
+            detection.setdefault(index, down)
+        else:
+            false_downs.append((index, down))
+    observed = {i: d.received - gen.last_sent[i] for i, d in detection.items()}
+    server_seen = [d.detection_seconds for d in detection.values()]
+    missed = [i for i in silent if i not in detection]
+    late = {i: t for i, t in observed.items() if t > bound}
+    false_suspects = sum(
+        1
+        for endpoint, at in load.suspects
+        if at <= window_end
+        and (
+            index_of.get(endpoint, -1) not in silent_set
+            or at < gen.last_sent[index_of[endpoint]]
+        )
+    )
+    final_states = Counter(str(e.get("state")) for e in final)
+    final_down = {index_of.get(str(e["id"]), -1) for e in final if e.get("state") == "down"}
+    generator_gap = max((g for i, g in enumerate(gen.max_gap) if i not in silent_set), default=0.0)
+    unanswered = load.stun_lost
+    cpu_pct = 100 * cpu_used / elapsed
+    stun_metric = metrics.get('callkeeper_keepalives_total{kind="stun"}', float("nan"))
+
+    lines.append(
+        f"endpoints {load.endpoints} (flow_timer {load.flow_timer} s, misses {load.misses}, "
+        f"window {elapsed:.0f} s), silent {len(silent)}, bound {bound:.1f} s"
+    )
+    lines.append(
+        f"detection, client-observed (last keep-alive sent -> SSE endpoint.down received): "
+        f"{spread(observed.values())} s;  worst/bound {max(observed.values(), default=0) / bound:.2f}"
+    )
+    lines.append(f"detection, server detection_seconds: {spread(server_seen)} s")
+    lines.append(
+        f"detected {len(detection)}/{len(silent)}, late (> bound) {len(late)}, "
+        f"missed {len(missed)}, false DOWN {len(false_downs)}, false SUSPECT {false_suspects}"
+    )
+    lines.append(
+        f"final states {dict(final_states)}; metrics: failures_total "
+        f"{metrics.get('callkeeper_endpoint_failures_total', float('nan')):.0f}, "
+        f"detection_seconds_count {metrics.get('callkeeper_detection_seconds_count', float('nan')):.0f}"
+    )
+    lines.append(
+        f"server CPU {cpu_pct:.1f} % of one core ({cpu_used:.1f} s in {elapsed:.0f} s), "
+        f"{1e6 * cpu_used / max(sent, 1):.0f} µs per keep-alive (incl. timers, SSE)"
+    )
+    lines.append(
+        f"STUN in the window: sent {sent} ({sent / elapsed:.0f}/s), answered {answered}, "
+        f"never answered {unanswered}, bad answers {load.stun_bad}; the server counted "
+        f"{stun_metric:.0f} in the whole run (generator sent {load.stun_sent})"
+    )
+    lines.append(f"STUN round trip: {spread(load.rtts, 1000, 2)} ms")
+    lines.append(
+        f"generator: lateness {spread(load.lateness, 1000, 1)} ms, longest gap of a live "
+        f"endpoint {generator_gap:.2f} s, CPU {100 * own_cpu / elapsed:.0f} %, send errors "
+        f"{load.send_errors}"
+    )
+    if bad_listing:
+        lines.append(f"note: {len(bad_listing)} endpoints not alive/udp right after registering")
+    for index, down in false_downs[:10]:
+        gap = gen.max_gap[index] if index >= 0 else float("nan")
+        lines.append(
+            f"  false DOWN: {down.endpoint} (u{index}) detection {down.detection_seconds:.2f} s, "
+            f"its longest send gap {gap:.2f} s, {down.received - window_start:.1f} s into the window"
+        )
+    for index in missed[:10]:
+        state = "down in the API" if index in final_down else "not down in the API"
+        lines.append(f"  missed: u{index} silent since {gen.silent_at[index] - window_start:.1f} s, {state}")
+    for index, value in sorted(late.items(), key=lambda kv: -kv[1])[:10]:
+        lines.append(f"  late: u{index} detected {value:.2f} s after its last keep-alive")
+
+    # Loopback loses nothing by itself: a keep-alive never answered was dropped by the server
+    # (its socket buffer overflowed) or ignored.
+    stun_ok = unanswered == 0 and load.stun_bad == 0
+    passed = (
+        not missed and not late and not false_downs and stun_ok and generator_gap < bound - 1
+    )
+    if generator_gap >= bound - 1:
+        lines.append("note: the generator itself fell behind; its results are not the server's")
+    return Outcome(passed, lines)
+
+
+def start_profiler(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("profile: py-spy not found (pip install py-spy); running without it")
+        return None
+    command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+               "--format", "raw", "--output", str(output), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finish_profiler(spy: subprocess.Popen[bytes], output: Path | None) -> None:
+    try:
+        _, err = spy.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.terminate()
+        _, err = spy.communicate(timeout=10)
+    if output is None or not output.exists():
+        print(f"profile: py-spy wrote nothing ({err.decode(errors='replace')[-300:]})")
+        return
+    print(f"\nprofile of the server during the window (py-spy, {output}):")
+    for line in summarize_profile(output):
+        print(line)
+
+
+def summarize_profile(path: Path, top: int = 25) -> list[str]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [simplify(frame) for frame in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return ["  (no samples)"]
+    out = [f"  {total} samples; self time:"]
+    out += [f"    {100 * c / total:5.1f} %  {f}" for f, c in own.most_common(top)]
+    out.append("  inclusive time:")
+    out += [f"    {100 * c / total:5.1f} %  {f}" for f, c in inclusive.most_common(top)]
+    return out
+
+
+def simplify(frame: str) -> str:
+    # "func (path/to/module.py:123)" -> "func (module.py)" so lines of one function add up
+    match = re.match(r"(.*) \((.*?):\d+\)$", frame)
+    if not match:
+        return frame
+    name, path = match.groups()
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if "callkeeper" in parts else parts[-1] if parts else path
+    return f"{name} ({short})"
+
+
+def pin_self(cpu: int | None) -> set[int] | None:
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    saved = os.sched_getaffinity(0)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {cpu})
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--flow-timer", type=int, default=5)
+    parser.add_argument("--misses", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60.0, help="keep-alive window")
+    parser.add_argument("--rate", type=float, default=1000.0, help="REGISTERs per second")
+    parser.add_argument("--silent", type=float, default=0.01, help="fraction going silent")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--per-ip", type=int, default=100, help="endpoints per source address")
+    parser.add_argument("--stretch", action="store_true", help="20,000 endpoints, flow_timer 1")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server/generator")
+    args = parser.parse_args(argv)
+    if args.stretch:
+        args.endpoints, args.flow_timer = 20_000, 1
+    if args.endpoints < 1 or args.per_ip < 1 or args.endpoints // args.per_ip > 60_000:
+        parser.error("bad --endpoints/--per-ip")
+    load = Load(
+        endpoints=args.endpoints,
+        flow_timer=args.flow_timer,
+        misses=args.misses,
+        seconds=args.seconds,
+        rate=args.rate,
+        silent_fraction=args.silent,
+        seed=args.seed,
+        per_ip=args.per_ip,
+    )
+    two_cpus = (os.cpu_count() or 1) >= 2 and not args.no_pin
+    raise_fd_limit(args.endpoints + 1024)
+    saved_affinity = pin_self(1 if two_cpus else None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="liveness-bench-") as tmp:
+            workdir = Path(tmp)
+            server = start_server(
+                workdir, args.endpoints, args.flow_timer, args.misses, "0" if two_cpus else None
+            )
+            try:
+                profile = workdir / "profile.txt" if args.profile else None
+                outcome = run_with_loop(load, server, profile)
+            finally:
+                server.stop()
+                log = server.log.read_text(errors="replace")
+                if "Traceback" in log or "error" in log.lower():
+                    print("server log (tail):\n" + log[-1500:])
+    finally:
+        if saved_affinity is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, saved_affinity)
+    print()
+    for line in outcome.lines:
+        print(line)
+    print(f"liveness bench: {'PASS' if outcome.passed else 'FAIL'}")
+    return 0 if outcome.passed else 1
+
+
+def run_with_loop(load: Load, server: Server, profile: Path | None) -> Outcome:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run_load(load, server, profile))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run_load(load, server, profile))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
