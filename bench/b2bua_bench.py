@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import cpu_seconds, free_port
+from common import cpu_seconds
 from middleboxes import (
     CALLER,
     LABELS,
     SIPP_BUFFER,
     SIPP_CPU,
+    SIPP_START_ERRORS,
     STARTERS,
     STRICT_UAC,
     Middlebox,
@@ -45,6 +46,7 @@ from middleboxes import (
     missing,
     raise_socket_buffers,
     read_stats,
+    sipp_ports,
     stat,
 )
 
@@ -133,30 +135,34 @@ def run_step(
     step = Step(box.name, rate, calls)
     tag = f"{box.name}-{rate}-{time.monotonic_ns()}"
     stat_file, error_file = workdir / f"uac-{tag}.csv", workdir / f"uac-{tag}.err"
-    command = [
-        "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-s", "bob",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-cp", str(free_port()), "-mp", str(free_port()),
-        "-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 3)), "-d", str(CALL_MS),
-        "-recv_timeout", str(RECV_TIMEOUT_MS), "-nostdin", "-buff_size", SIPP_BUFFER,
-        "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-        "-trace_err", "-error_file", str(error_file), box.target,
-    ]  # fmt: skip
     callee_before = box.uas.stats()
     callee_errors_at = file_size(box.uas.error_file)
     pids = box.pids()
-    cpu_before = cpu_seconds(pids)
-    started = time.monotonic()
-    try:
-        subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=seconds * 2 + 60,
-            cwd=workdir,
-        )
-    except subprocess.TimeoutExpired:
-        step.errors.append("SIPp caller did not finish in time: killed")
+    for _attempt in range(3):
+        command = [
+            "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-s", "bob", "-i", "127.0.0.1",
+            *sipp_ports(), "-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 3)),
+            "-d", str(CALL_MS), "-recv_timeout", str(RECV_TIMEOUT_MS), "-nostdin",
+            "-buff_size", SIPP_BUFFER, "-trace_stat", "-stf", str(stat_file), "-fd", "1",
+            "-trace_err", "-error_file", str(error_file), box.target,
+        ]  # fmt: skip
+        cpu_before = cpu_seconds(pids)
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=seconds * 2 + 60,
+                cwd=workdir,
+            )
+        except subprocess.TimeoutExpired:
+            step.errors.append("SIPp caller did not finish in time: killed")
+            break
+        # A port taken meanwhile by another process: SIPp exits at once; try other ports.
+        if done.returncode not in SIPP_START_ERRORS or time.monotonic() - started > 5:
+            break
     step.elapsed = time.monotonic() - started
     step.cpu = 100.0 * (cpu_seconds(pids) - cpu_before) / step.elapsed
     caller = read_stats(stat_file)

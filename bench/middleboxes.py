@@ -15,6 +15,7 @@ import csv
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -166,27 +167,57 @@ class Sipp:
         stop_process(self.process)
 
 
+def _udp_port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def sipp_ports() -> list[str]:
+    """`-p -cp -mp` for one SIPp. SIPp binds its control port on 0.0.0.0 (a port free on
+    127.0.0.1 can be taken on another address) and media on -mp and -mp+2, so check those too."""
+    control = free_port()
+    while not _udp_port_free("0.0.0.0", control):
+        control = free_port()
+    media = free_port()
+    while not all(_udp_port_free("127.0.0.1", media + offset) for offset in (1, 2, 3)):
+        media = free_port()
+    return ["-p", str(free_port()), "-cp", str(control), "-mp", str(media)]
+
+
+SIPP_START_ERRORS = (254, 255)  # SIPp's exit codes for a fatal error, e.g. a port already bound
+
+
 def start_sipp(
     workdir: Path, name: str, scenario: list[str], extra: list[str], target: str | None = None
 ) -> Sipp:
-    port = free_port()
+    """Start SIPp in the background; on a start-up failure (a port taken meanwhile by another
+    process on this shared machine) try again with other ports."""
     stat_file, error_file = workdir / f"{name}.csv", workdir / f"{name}.err"
-    command = [
-        "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-i", "127.0.0.1", "-p", str(port),
-        "-cp", str(free_port()), "-mp", str(free_port()), "-nostdin", "-buff_size", SIPP_BUFFER,
-        "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-        "-trace_err", "-error_file", str(error_file), *extra,
-    ]  # fmt: skip
-    if target is not None:
-        command.append(target)
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / f"{name}.out").open("wb"),
-        cwd=workdir,
-    )
-    return Sipp(name, process, port, stat_file, error_file)
+    for _attempt in range(3):
+        ports = sipp_ports()
+        command = [
+            "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-i", "127.0.0.1", *ports,
+            "-nostdin", "-buff_size", SIPP_BUFFER, "-trace_stat", "-stf", str(stat_file),
+            "-fd", "1", "-trace_err", "-error_file", str(error_file), *extra,
+        ]  # fmt: skip
+        if target is not None:
+            command.append(target)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / f"{name}.out").open("wb"),
+            cwd=workdir,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if process.wait(0.5) in SIPP_START_ERRORS:
+                continue
+        return Sipp(name, process, int(ports[1]), stat_file, error_file)
+    raise RuntimeError(f"SIPp {name} did not start: see {workdir / (name + '.out')}")
 
 
 @dataclass

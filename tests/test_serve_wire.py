@@ -42,8 +42,6 @@ def test_sipsak_options_over_udp_gets_200(server: ServerProcess, tmp_path) -> No
             "-S",
             "-H",
             "127.0.0.1",
-            "-l",
-            str(free_port()),
             "-f",
             str(request),
             "-s",
