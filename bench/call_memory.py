@@ -5,8 +5,12 @@ its RSS and PSS (/proc/PID/smaps_rollup, summed over its processes) at rest; the
 `--calls` calls at `--rate` calls/s (`-l` = calls) that each hold for `--hold` seconds (`-d`). Once
 all of them are established — callkeeper_calls_active == calls for callkeeper; for the others
 SIPp's CurrentCall == calls on both the caller and the callee — RSS/PSS are sampled again, and
-(with - before) / calls is the memory per call. The calls then end cleanly: SIPp sends each call's
-BYE when its `-d` pause expires, and the script waits for that and checks that none is left.
+(with - before) / calls is the memory per call ("set-up": it still holds the 64*T1 = 32 s tail of
+every INVITE transaction). A second sample once those transactions expired (callkeeper's
+callkeeper_sip_transactions == 0; `--settle` s for the others) gives the "settled" figure; Python
+rarely hands freed memory back to the OS, so that one mostly shows reuse, not a smaller peak.
+The calls then end cleanly: SIPp sends each call's BYE when its `-d` pause expires, and the
+script waits for that and checks that none is left open.
 
 sippy (and Kamailio, `--systems callkeeper,sippy,kamailio`) is driven by bench/sipp/uac_tolerant.xml,
 which ignores a 180 that arrives after its 200 (see b2bua_bench.py); callkeeper by `-sn uac`.
@@ -50,6 +54,9 @@ class Measurement:
     pss_before: int = 0
     rss_with: int = 0
     pss_with: int = 0
+    rss_settled: int = 0
+    pss_settled: int = 0
+    settled_after: float = 0.0
     rss_after: int = 0
     pss_after: int = 0
     established: int = 0
@@ -67,6 +74,12 @@ class Measurement:
     @property
     def kb_per_call_rss(self) -> float:
         return (self.rss_with - self.rss_before) / self.established if self.established else 0.0
+
+    @property
+    def kb_per_call_settled(self) -> float:
+        if not self.established or not self.pss_settled:
+            return 0.0
+        return (self.pss_settled - self.pss_before) / self.established
 
 
 def sample(box: Middlebox, count: int = 3, interval: float = 1.0) -> tuple[int, int]:
@@ -90,7 +103,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
     return condition()
 
 
-def measure(box: Middlebox, calls: int, rate: int, hold: float, workdir: Path) -> Measurement:
+def measure(
+    box: Middlebox, calls: int, rate: int, hold: float, settle: float, workdir: Path
+) -> Measurement:
     result = Measurement(box.name, calls)
     warmup = run_step(box, WARMUP_RATE, WARMUP_SECONDS, workdir)
     if not warmup.clean:
@@ -124,6 +139,16 @@ def measure(box: Middlebox, calls: int, rate: int, hold: float, workdir: Path) -
     result.rss_with, result.pss_with = sample(box)
     if result.setup_seconds + 5 > hold:
         result.note += " calls began to end before the sample (raise --hold);"
+    # Again once the call set-up transactions have expired (RFC 3261/6026 keep them 64*T1 = 32 s
+    # after the final response): what an established call costs while it lasts.
+    if result.setup_seconds + settle + 10 < hold:
+        settling = time.monotonic()
+        if box.api_port is not None:
+            wait_until(lambda: box.metric("callkeeper_sip_transactions") == 0, settle)
+        else:
+            time.sleep(settle)
+        result.settled_after = time.monotonic() - settling
+        result.rss_settled, result.pss_settled = sample(box)
 
     # End: every call's -d pause expires and SIPp sends its BYE; SIPp exits after the last one.
     try:
@@ -152,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--hold", type=float, default=120.0, help="seconds each call lasts (-d)")
+    parser.add_argument(
+        "--settle", type=float, default=40.0, help="seconds for set-up transactions to expire"
+    )
     parser.add_argument("--systems", default="callkeeper,sippy")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
@@ -174,15 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{LABELS.get(name, name)}: did not start ({error})", flush=True)
             continue
         try:
-            result = measure(box, args.calls, args.rate, args.hold, workdir)
+            result = measure(box, args.calls, args.rate, args.hold, args.settle, workdir)
         finally:
             box.stop()
         results[name] = result
         print(
             f"{LABELS[name]:<26} established {result.established} in {result.setup_seconds:.1f} s; "
-            f"RSS {result.rss_before} -> {result.rss_with} KB, PSS {result.pss_before} -> "
-            f"{result.pss_with} KB ({result.kb_per_call_pss:.1f} KB/call); after the calls: "
-            f"RSS {result.rss_after} KB; {result.successful} ok, {result.failed} failed, "
+            f"PSS {result.pss_before} -> {result.pss_with} KB ({result.kb_per_call_pss:.1f} KB/call)"
+            f", {result.settled_after:.0f} s later {result.pss_settled} KB "
+            f"({result.kb_per_call_settled:.1f} KB/call); after the calls: RSS {result.rss_after} KB,"
+            f" PSS {result.pss_after} KB; {result.successful} ok, {result.failed} failed, "
             f"{result.left_open} left open; {result.ending}.{result.note}",
             flush=True,
         )
@@ -196,25 +225,32 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarize(results: dict[str, Measurement], calls: int) -> None:
     print(
-        f"\nMemory per established call ({calls} concurrent calls; before = at rest after warm-up):"
+        f"\nMemory per established call ({calls} concurrent calls; KB, summed over the middlebox's"
+        " processes; before = at rest after a warm-up; set-up = right after the last call was"
+        " answered; settled = once the set-up transactions expired):"
     )
     print(
-        f"  {'middlebox':<26} {'RSS before':>10} {'RSS with':>10} {'PSS before':>10} "
-        f"{'PSS with':>10} {'KB/call PSS':>11} {'KB/call RSS':>11}"
+        f"  {'middlebox':<26} {'RSS before':>10} {'RSS set-up':>10} {'PSS before':>10} "
+        f"{'PSS set-up':>10} {'PSS settled':>11} {'KB/call set-up':>14} {'KB/call settled':>15}"
     )
     for name, m in results.items():
         print(
             f"  {LABELS[name]:<26} {m.rss_before:>10} {m.rss_with:>10} {m.pss_before:>10} "
-            f"{m.pss_with:>10} {m.kb_per_call_pss:>11.1f} {m.kb_per_call_rss:>11.1f}"
+            f"{m.pss_with:>10} {m.pss_settled:>11} {m.kb_per_call_pss:>14.1f} "
+            f"{m.kb_per_call_settled:>15.1f}"
         )
     ck, sippy = results.get("callkeeper"), results.get("sippy")
     if ck is not None:
-        verdict = "meets" if 0 < ck.kb_per_call_pss <= 10.0 else "misses"
-        print(f"callkeeper: {ck.kb_per_call_pss:.1f} KB/call ({verdict} the target <= 10 KB)")
+        worst = max(ck.kb_per_call_pss, ck.kb_per_call_settled)
+        verdict = "meets" if 0 < worst <= 10.0 else "misses"
+        print(
+            f"callkeeper: {ck.kb_per_call_pss:.1f} KB/call at set-up, {ck.kb_per_call_settled:.1f}"
+            f" settled ({verdict} the target <= 10 KB)"
+        )
     if ck is not None and sippy is not None and sippy.kb_per_call_pss > 0:
         print(
             f"callkeeper / sippy memory per call = {ck.kb_per_call_pss / sippy.kb_per_call_pss:.2f}"
-            "  (sippy: about 19 KB expected)"
+            " at set-up  (sippy: about 19 KB expected)"
         )
 
 

@@ -248,6 +248,7 @@ class B2BUA:
             fork.local_sdp = body
         invite = Request("INVITE", contact.uri, headers, body)
         fork.invite = invite
+        fork.call_id = call_id
         call.forks.append(fork)
         self._own_call_ids[call_id] = call
         transaction_id = self.endpoint.send_request(invite, contact.flow, now)
@@ -303,7 +304,15 @@ class B2BUA:
 
     def transaction_terminated(self, transaction_id: int) -> None:
         self._abandon.cancel(transaction_id)
-        self._forks.pop(transaction_id, None)
+        entry = self._forks.pop(transaction_id, None)
+        if entry is not None:
+            call, fork = entry
+            if fork is call.b:
+                fork.ack = None  # no 2xx retransmission can reach us any more (Timer M ran out)
+            elif call.b is not None:
+                # A losing fork can send nothing more that needs its INVITE: let it go.
+                call.forks.remove(fork)
+                self._own_call_ids.pop(fork.call_id, None)
         self._relays.pop(transaction_id, None)
         self._refreshes.pop(transaction_id, None)
         self._invites.pop(transaction_id, None)
@@ -462,6 +471,11 @@ class B2BUA:
         if _is_sdp(request):
             leg.remote_sdp = request.body
             target.local_sdp = request.body
+        if call.b is target and leg is call.a:
+            # Set-up is over: the INVITEs were only needed to answer and cancel them. Keeping
+            # them would double what an established call costs in memory.
+            call.a.invite = None
+            target.invite = None
         content_type = request.headers.get("content-type") if request.body else None
         ack = target.dialog.create_ack(
             self.local.via(target.flow), body=request.body, content_type=content_type
@@ -627,7 +641,6 @@ class B2BUA:
             call.awaiting_ack_from = None
             self._hang_up(call, leg, now, reason="no ACK for our 2xx", bye_it=True)
             return
-        assert leg.invite is not None or not leg.is_caller
         self.endpoint.send_response(response, now)
         call.retransmit_interval = min(call.retransmit_interval * 2, self.timers.t2)
         self._timers.schedule(
@@ -726,8 +739,8 @@ class B2BUA:
             leg.state = LegState.TERMINATED
             if leg.dialog is not None:
                 self._by_dialog.pop(leg.dialog.id, None)
-            if leg.invite is not None and not leg.is_caller:
-                self._own_call_ids.pop(leg.invite.call_id, None)
+            if not leg.is_caller:
+                self._own_call_ids.pop(leg.call_id, None)
         self._timers.cancel((call.id, "2xx"))
         for leg in call.legs():
             self._timers.cancel((call.id, f"refresh:{leg.id}"))

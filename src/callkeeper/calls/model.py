@@ -44,6 +44,7 @@ class Leg:
     dialog: Dialog | None = None
     invite: Request | None = None  # the A leg's received INVITE / a B leg's sent INVITE
     invite_transaction: int | None = None
+    call_id: str = ""  # a B leg's own Call-ID (kept when `invite` is released)
     local_tag: str = ""
     local_sdp: bytes | None = None  # the last SDP we sent on this leg
     remote_sdp: bytes | None = None
