@@ -108,13 +108,18 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(15)
+                self.process.wait(5)
             except subprocess.TimeoutExpired:
+                # Seen while an SSE stream was (or had just been) open: the API's shutdown
+                # waits for the endless events handler. Not this bench's subject.
+                print("note: callkeeper did not exit within 5 s of SIGTERM; killed")
                 self.process.kill()
                 self.process.wait(5)
 
 
-def start_server(workdir: Path, users: int, flow_timer: int, misses: int, cpu: str | None) -> Server:
+def start_server(
+    workdir: Path, users: int, flow_timer: int, misses: int, cpu: str | None
+) -> Server:
     sip_port, api_port = free_port(), free_port()
     lines = [
         "[sip]",
@@ -144,7 +149,9 @@ def start_server(workdir: Path, users: int, flow_timer: int, misses: int, cpu: s
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"callkeeper exited {process.returncode}:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"callkeeper exited {process.returncode}:\n{log.read_text()[-2000:]}"
+            )
         with contextlib.suppress(OSError, ValueError):
             if json.loads(server.get("/healthz", timeout=2)).get("status") == "ok":
                 return server
@@ -254,9 +261,9 @@ class Load:
     stun_late: int = 0  # answered after the next keep-alive went out (or a duplicate)
     send_errors: int = 0
     other_datagrams: int = 0
-    rtts: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
-    rtt_at: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
-    lateness: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    rtts: array[float] = field(default_factory=lambda: array("d"))
+    rtt_at: array[float] = field(default_factory=lambda: array("d"))
+    lateness: array[float] = field(default_factory=lambda: array("d"))
     downs: list[Down] = field(default_factory=list)
     suspects: list[tuple[str, float]] = field(default_factory=list)
     alives: list[tuple[str, float]] = field(default_factory=list)
@@ -301,7 +308,7 @@ class Generator:
         """
         per_socket = self.load.per_socket
         count = -(-self.load.endpoints // per_socket)
-        for index in range(count):
+        for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
@@ -314,7 +321,13 @@ class Generator:
             port = self.sockets[index // per_socket].getsockname()[1]
             self.locals.append((host, port))
         self.source_cmsg = [
-            [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", 0, socket.inet_aton(ip_for(k)), bytes(4)))]
+            [
+                (
+                    socket.IPPROTO_IP,
+                    IP_PKTINFO,
+                    struct.pack("=i4s4s", 0, socket.inet_aton(ip_for(k)), bytes(4)),
+                )
+            ]
             for k in range(per_socket)
         ]
         self.expected_mapping = [xor_mapped_attribute(host, port) for host, port in self.locals]
@@ -343,7 +356,7 @@ class Generator:
     # receiving ---------------------------------------------------------------------------------
     def on_readable(self, number: int) -> None:
         """Drain one socket. A STUN answer's transaction id says which endpoint it is for (each
-        endpoint has at most one outstanding), a SIP answer's Call-ID too: a plain recv() will do."""
+        endpoint has at most one outstanding), a SIP answer's Call-ID too: plain recv() does."""
         sock = self.sockets[number]
         recv = sock.recv
         per_socket, endpoints = self.load.per_socket, self.load.endpoints
@@ -472,10 +485,11 @@ class Generator:
                 if due >= silent_at[index]:
                     stopped[index] = True  # goes silent: its last keep-alive was the one before
                     continue
-                if pending[index] is not None and pending_at[index] >= self.window[0]:
-                    load.stun_lost += 1  # the previous one was never answered
-                if pending[index] is not None:
-                    owner.pop(pending[index], None)  # too late now: an answer would be "bad"
+                previous = pending[index]
+                if previous is not None:  # the previous one was never answered
+                    if pending_at[index] >= self.window[0]:
+                        load.stun_lost += 1
+                    owner.pop(previous, None)  # an answer now would count as "too late"
                 transaction_id = randbytes(12)
                 owner[transaction_id] = index
                 if self.send(index, stun_request(transaction_id)):
@@ -487,8 +501,10 @@ class Generator:
                     load.stun_sent += 1
                     lateness.append(sent - due)
                 heapq.heappush(heap, (due + interval, index))
+            # Wake at most every TICK and send everything due by then: waking for each
+            # keep-alive (every 50 µs at 20,000/s) would cost more than sending it.
             wait = (heap[0][0] - time.monotonic()) if heap else TICK
-            await asyncio.sleep(min(max(wait, 0.0), TICK))
+            await asyncio.sleep(min(max(wait, TICK), 0.5))
 
     # the SSE stream ------------------------------------------------------------------------------
     async def events(self, ready: asyncio.Event) -> None:
@@ -559,7 +575,9 @@ def machine_busy() -> float:
     return busy / CLOCK_TICKS
 
 
-def stall_seconds(rtts: array, at: array, threshold: float) -> list[tuple[int, float]]:  # type: ignore[type-arg]
+def stall_seconds(
+    rtts: array[float], at: array[float], threshold: float
+) -> list[tuple[int, float]]:
     """(second of the window, worst RTT in ms) for every second with an RTT above threshold."""
     worst: dict[int, float] = {}
     for rtt, sent in zip(rtts, at, strict=True):
@@ -590,7 +608,7 @@ def raise_fd_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-# --- the run ---------------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     passed: bool
@@ -619,20 +637,17 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
             f"{load.register_retransmits} retransmissions)",
             flush=True,
         )
-        if load.registered < load.endpoints or load.register_problems:
-            for problem, count in load.register_problems.most_common(5):
-                print(f"  register problem x{count}: {problem}")
-            if load.registered < load.endpoints:
-                return Outcome(False, ["FAIL: not every endpoint registered"])
-
-        # id -> index, from the API (the ids are the server's business)
-        listing = json.loads(await loop.run_in_executor(None, server.get, "/api/v1/endpoints"))
-        index_of: dict[str, int] = {}
-        for entry in listing:
-            user = str(entry.get("user", ""))
-            if user.startswith("u") and user[1:].isdigit():
-                index_of[str(entry["id"])] = int(user[1:])
-        bad_listing = [e for e in listing if e.get("state") != "alive" or e.get("transport") != "udp"]
+        for problem, count in load.register_problems.most_common(5):
+            print(f"  register problem x{count}: {problem}")
+        if load.registered < load.endpoints:
+            # Carry on with the ones that did register: how the server copes is the finding.
+            lines.append(
+                f"FAIL: only {load.registered} of {load.endpoints} endpoints registered "
+                f"({load.register_retransmits} REGISTER retransmissions); the window runs with "
+                "those"
+            )
+        if not load.registered:
+            return Outcome(False, lines)
 
         # The measured window starts now. Silent endpoints stop at random times early enough
         # that their detection (<= bound) falls inside the window.
@@ -642,7 +657,9 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
         gen.window = (window_start, window_end)
         del load.lateness[:]
         silent_count = round(load.endpoints * load.silent_fraction)
-        silent = sorted(random.Random(load.seed + 1).sample(range(load.endpoints), silent_count))
+        registered = [i for i in range(load.endpoints) if gen.registered_at[i]]
+        silent_count = min(silent_count, len(registered))
+        silent = sorted(random.Random(load.seed + 1).sample(registered, silent_count))
         rng = random.Random(load.seed + 2)
         latest = load.seconds - bound - 2.0
         if latest <= load.flow_timer:
@@ -657,7 +674,6 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
         machine_before = machine_busy()
         own_before = resource.getrusage(resource.RUSAGE_SELF)
         sent_before = load.stun_sent
-        answered_before = load.stun_answered
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))
         elapsed = time.monotonic() - window_start
         cpu_used = cpu_seconds([server.pid]) - cpu_before
@@ -673,7 +689,6 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
         await asyncio.sleep(0.5)
         metrics = await loop.run_in_executor(None, server.metrics)
         final = json.loads(await loop.run_in_executor(None, server.get, "/api/v1/endpoints"))
-        answered = load.stun_answered - answered_before
         # Still unanswered a second after it was sent: lost too.
         cutoff = time.monotonic() - 1.0
         load.stun_lost += sum(
@@ -692,14 +707,21 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
         if spy is not None:
             finish_profiler(spy, profile)
 
-    # --- judge ---------------------------------------------------------------------------------------
+    # --- judge -------------------------------------------------------------------------------
+    # endpoint id -> index, from the API (ids are the server's business). Read after the window:
+    # building the list blocks the server's loop for a few hundred ms at 10,000 endpoints.
+    index_of: dict[str, int] = {}
+    for entry in final:
+        user = str(entry.get("user", ""))
+        if user.startswith("u") and user[1:].isdigit():
+            index_of[str(entry["id"])] = int(user[1:])
     silent_set = set(silent)
     detection: dict[int, Down] = {}
     false_downs: list[tuple[int, Down]] = []
     for down in load.downs:
         index = index_of.get(down.endpoint, -1)
         if down.received > window_end:
-            continue
+            continue  # (none expected: the live ones keep sending while we read the results)
         if index in silent_set and gen.stopped[index] and down.received >= gen.last_sent[index]:
             detection.setdefault(index, down)
         else:
@@ -708,15 +730,20 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
     server_seen = [d.detection_seconds for d in detection.values()]
     missed = [i for i in silent if i not in detection]
     late = {i: t for i, t in observed.items() if t > bound}
-    false_suspects = sum(
-        1
+    suspected = [
+        (index_of.get(endpoint, -1), at)
         for endpoint, at in load.suspects
-        if at <= window_end
-        and (
-            index_of.get(endpoint, -1) not in silent_set
-            or at < gen.last_sent[index_of[endpoint]]
-        )
-    )
+        if window_start <= at <= window_end
+        and (index_of.get(endpoint, -1) not in silent_set or at < gen.last_sent[index_of[endpoint]])
+    ]
+    false_suspects = len(suspected)
+    early_suspects = sum(1 for _, at in load.suspects if at < window_start)
+    early_downs = sum(1 for down in load.downs if down.received < window_start)
+    # Every silent endpoint goes DOWN exactly once, so the failure counter bounds the false
+    # alarms from below even when the SSE stream dropped events (its queue is bounded).
+    failures = metrics.get("callkeeper_endpoint_failures_total", 0.0)
+    false_by_metric = int(failures) - len(silent)
+    sse_lost = int(failures) - len(load.downs)
     final_states = Counter(str(e.get("state")) for e in final)
     final_down = {index_of.get(str(e["id"]), -1) for e in final if e.get("state") == "down"}
     generator_gap = max((g for i, g in enumerate(gen.max_gap) if i not in silent_set), default=0.0)
@@ -725,22 +752,31 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
     stun_metric = metrics.get('callkeeper_keepalives_total{kind="stun"}', float("nan"))
 
     lines.append(
-        f"endpoints {load.endpoints} (flow_timer {load.flow_timer} s, misses {load.misses}, "
-        f"window {elapsed:.0f} s), silent {len(silent)}, bound {bound:.1f} s"
+        f"endpoints {load.registered} registered of {load.endpoints} (flow_timer "
+        f"{load.flow_timer} s, misses {load.misses}, window {elapsed:.0f} s), silent "
+        f"{len(silent)}, bound {bound:.1f} s"
     )
     lines.append(
         f"detection, client-observed (last keep-alive sent -> SSE endpoint.down received): "
-        f"{spread(observed.values())} s;  worst/bound {max(observed.values(), default=0) / bound:.2f}"
+        f"{spread(observed.values())} s;  worst/bound "
+        f"{max(observed.values(), default=0) / bound:.2f}"
     )
     lines.append(f"detection, server detection_seconds: {spread(server_seen)} s")
     lines.append(
         f"detected {len(detection)}/{len(silent)}, late (> bound) {len(late)}, "
-        f"missed {len(missed)}, false DOWN {len(false_downs)}, false SUSPECT {false_suspects}"
+        f"missed {len(missed)}, false DOWN {len(false_downs)} ({early_downs} of them while "
+        f"registering), false SUSPECT in the window {false_suspects} (and {early_suspects} while "
+        "registering)"
     )
+    if false_by_metric > len(false_downs) or sse_lost > 0:
+        lines.append(
+            f"false DOWN by the failure counter: {false_by_metric}; SSE endpoint.down events "
+            f"received {len(load.downs)} of {failures:.0f} (the rest were dropped by the server)"
+        )
     lines.append(
-        f"final states {dict(final_states)}; metrics: failures_total "
-        f"{metrics.get('callkeeper_endpoint_failures_total', float('nan')):.0f}, "
-        f"detection_seconds_count {metrics.get('callkeeper_detection_seconds_count', float('nan')):.0f}"
+        f"final states {dict(final_states)}; metrics: failures_total {failures:.0f}, "
+        "detection_seconds_count "
+        f"{metrics.get('callkeeper_detection_seconds_count', float('nan')):.0f}"
     )
     lines.append(
         f"server CPU {cpu_pct:.1f} % of one core ({cpu_used:.1f} s in {elapsed:.0f} s: user "
@@ -749,7 +785,8 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
     )
     lines.append(
         f"STUN in the window: sent {sent} ({sent / elapsed:.0f}/s), answered {len(load.rtts)}, "
-        f"never answered {unanswered} (answered too late {load.stun_late}), bad answers {load.stun_bad}; "
+        f"never answered {unanswered} (answered too late {load.stun_late}), bad answers "
+        f"{load.stun_bad}; "
         f"the server counted "
         f"{stun_metric:.0f} in the whole run (generator sent {load.stun_sent})"
     )
@@ -770,18 +807,27 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
             f"slow answers (RTT > 100 ms) in {len(stalls)} s of the window: "
             + ", ".join(f"{t}s:{ms:.0f}ms" for t, ms in stalls[:20])
         )
-    if bad_listing:
-        kinds = Counter((e.get("state"), e.get("transport")) for e in bad_listing)
-        lines.append(f"note: right after registering, not alive/udp: {dict(kinds)}")
+    not_udp = sum(1 for e in final if e.get("transport") != "udp")
+    if not_udp:
+        lines.append(f"note: {not_udp} endpoints listed with a transport other than udp")
     for index, down in false_downs[:10]:
         gap = gen.max_gap[index] if index >= 0 else float("nan")
         lines.append(
             f"  false DOWN: {down.endpoint} (u{index}) detection {down.detection_seconds:.2f} s, "
-            f"its longest send gap {gap:.2f} s, {down.received - window_start:.1f} s into the window"
+            f"its longest send gap {gap:.2f} s, {down.received - window_start:.1f} s into the "
+            "window"
+        )
+    for index, at in suspected[:5]:
+        lines.append(
+            f"  false SUSPECT: u{index} {at - window_start:.1f} s into the window (SSE arrival), "
+            f"registered {window_start - gen.registered_at[index]:.1f} s before the window, "
+            f"its longest send gap {gen.max_gap[index]:.2f} s"
         )
     for index in missed[:10]:
         state = "down in the API" if index in final_down else "not down in the API"
-        lines.append(f"  missed: u{index} silent since {gen.silent_at[index] - window_start:.1f} s, {state}")
+        lines.append(
+            f"  missed: u{index} silent since {gen.silent_at[index] - window_start:.1f} s, {state}"
+        )
     for index, value in sorted(late.items(), key=lambda kv: -kv[1])[:10]:
         lines.append(f"  late: u{index} detected {value:.2f} s after its last keep-alive")
 
@@ -789,7 +835,13 @@ async def run_load(load: Load, server: Server, profile: Path | None) -> Outcome:
     # (its socket buffer overflowed) or ignored.
     stun_ok = unanswered == 0 and load.stun_bad == 0 and load.stun_late == 0
     passed = (
-        not missed and not late and not false_downs and stun_ok and generator_gap < bound - 1
+        load.registered == load.endpoints
+        and not missed
+        and not late
+        and not false_downs
+        and false_by_metric <= 0
+        and stun_ok
+        and generator_gap < bound - 1
     )
     if generator_gap >= bound - 1:
         lines.append("note: the generator itself fell behind; its results are not the server's")
