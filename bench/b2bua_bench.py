@@ -14,9 +14,9 @@ utime+stime from /proc during the step (percent of one core).
 callkeeper is driven by SIPp's built-in `-sn uac`, which fails a call whose 180 arrives after its 200
 (callkeeper must keep per-dialog order). sippy and Kamailio are driven by bench/sipp/uac_tolerant.xml,
 which ignores a late 1xx: sippy's worker threads and Kamailio's worker processes forward the 180
-after the 200 now and then (legal over UDP), and the built-in uac then fails ~0.3-5 % of their calls
-from 100-200 calls/s on. At the end each of them runs one step with the strict built-in uac at its
-maximum rate, to show how often that happens.
+after the 200 now and then (legal over UDP), and the built-in uac then fails those calls (0.1-1 % of
+them here from 100 calls/s on; ../shared/peers/README.md saw 4-6 % for sippy). At the end each of
+them runs one step with the strict built-in uac at its maximum rate, to show how often it happens.
 
     python bench/b2bua_bench.py [--seconds 15] [--rates 50,100,...] [--systems callkeeper,sippy,kamailio]
 """

@@ -16,6 +16,8 @@ from callkeeper.sip.uri import (
     HOST_PATTERN,
     SIP_URI_PATTERN,
     URI,
+    find_param,
+    has_param,
     parse_uri,
     sip_uri_from_groups,
     split_plain_params,
@@ -90,15 +92,10 @@ class Address:
     _text: str | None = field(default=None, repr=False, compare=False)
 
     def param(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return value
-        return default
+        return find_param(self.params, name, default)
 
     def has_param(self, name: str) -> bool:
-        lname = name.lower()
-        return any(key.lower() == lname for key, _ in self.params)
+        return has_param(self.params, name)
 
     @property
     def tag(self) -> str | None:

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from callkeeper.sip import keepalive, nat, stun
+from callkeeper.sip.capabilities import ALLOWED_METHODS, KNOWN_UNSUPPORTED_METHODS
 from callkeeper.sip.errors import MessageTooLarge, ParseError
 from callkeeper.sip.message import Message, Request, Response
 from callkeeper.sip.parser import (
@@ -70,24 +71,7 @@ def _status_class(status: int) -> str:
 
 # Metric labels come from a fixed set: a method name straight from the network would let any
 # peer grow the metrics without bound (PROTOS alone sends nearly 200 different ones).
-_METHOD_LABELS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "CANCEL",
-        "BYE",
-        "OPTIONS",
-        "REGISTER",
-        "INFO",
-        "UPDATE",
-        "REFER",
-        "NOTIFY",
-        "SUBSCRIBE",
-        "PRACK",
-        "MESSAGE",
-        "PUBLISH",
-    }
-)
+_METHOD_LABELS = frozenset(ALLOWED_METHODS) | KNOWN_UNSUPPORTED_METHODS
 
 
 def method_label(method: str) -> str:

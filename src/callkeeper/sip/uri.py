@@ -102,6 +102,23 @@ def split_hostport(text: str) -> tuple[str, int | None]:
     return host, port
 
 
+Params = tuple[tuple[str, str | None], ...]
+
+
+def find_param(params: Params, name: str, default: str | None = None) -> str | None:
+    """The value of parameter `name` (names compare case-insensitively, RFC 3261 §7.3.1)."""
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return value
+    return default
+
+
+def has_param(params: Params, name: str) -> bool:
+    lname = name.lower()
+    return any(key.lower() == lname for key, _ in params)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class URI:
     """A sip:, sips: or tel: URI, or another scheme's URI kept as `opaque` text.
@@ -122,15 +139,10 @@ class URI:
 
     # --- reading -------------------------------------------------------------------------
     def param(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return value
-        return default
+        return find_param(self.params, name, default)
 
     def has_param(self, name: str) -> bool:
-        lname = name.lower()
-        return any(key.lower() == lname for key, _ in self.params)
+        return has_param(self.params, name)
 
     @property
     def is_sip(self) -> bool:

@@ -9,7 +9,14 @@ from typing import Any
 
 from callkeeper.sip.address import TOKEN, format_params, parse_params, remember
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.uri import HOST_PATTERN, parse_port, split_hostport, valid_host
+from callkeeper.sip.uri import (
+    HOST_PATTERN,
+    find_param,
+    has_param,
+    parse_port,
+    split_hostport,
+    valid_host,
+)
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -38,15 +45,10 @@ class Via:
     _text: str | None = field(default=None, repr=False, compare=False)
 
     def param(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        for key, value in self.params:
-            if key.lower() == lname:
-                return value
-        return default
+        return find_param(self.params, name, default)
 
     def has_param(self, name: str) -> bool:
-        lname = name.lower()
-        return any(key.lower() == lname for key, _ in self.params)
+        return has_param(self.params, name)
 
     @property
     def branch(self) -> str | None:
