@@ -136,7 +136,7 @@ class ApiServer:
         self.app.router.add_get("/api/v1/calls/{id}", self.get_call)
         self.app.router.add_get("/api/v1/endpoints", self.list_endpoints)
         self.app.router.add_get("/api/v1/events", self.events)
-        self._subscribers: set[asyncio.Queue[str]] = set()
+        self._subscribers: set[asyncio.Queue[str | None]] = set()
         driver.event_sinks.append(self._publish)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
@@ -195,7 +195,7 @@ class ApiServer:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
             await response.write(b": callkeeper events\n\n")
@@ -204,8 +204,10 @@ class ApiServer:
                     payload = await asyncio.wait_for(queue.get(), timeout=15)
                 except TimeoutError:
                     payload = ": keep-alive\n\n"  # keeps proxies from closing an idle stream
+                if payload is None:  # the server is stopping: end the stream
+                    break
                 await response.write(payload.encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             self._subscribers.discard(queue)
@@ -224,6 +226,9 @@ class ApiServer:
             self.address = (host, port)
 
     async def stop(self) -> None:
+        # Event streams never end on their own: tell each one to, or shutdown waits for ever.
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

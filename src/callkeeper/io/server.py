@@ -139,7 +139,8 @@ async def start_server(
     except BaseException:
         await running.close()
         raise
-    driver.event_sinks.append(log_event)
+    if config.log.level in ("debug", "info"):  # describing every event costs: only when logged
+        driver.event_sinks.append(log_event)
     core.start(driver.loop.time())
     driver.poke()
     return running
