@@ -45,6 +45,12 @@ class LocalAddresses:
         """The `local` end of a new flow of this transport (our listen address)."""
         return self.listen_address(transport) or ("0.0.0.0", 0)
 
+    def complete(self, flow: Flow) -> Flow:
+        """`flow` with our listen address as its local end when it has none (a stored binding)."""
+        if flow.local[1] != 0:
+            return flow
+        return Flow(flow.transport, flow.remote, self.local_for(flow.transport), flow.connection)
+
     def via(self, flow: Flow) -> Via:
         host, port = self.sent_by(flow)
         host = f"[{host}]" if ":" in host else host

@@ -46,8 +46,7 @@ from callkeeper.sip.endpoint import (
     StatelessRequestReceived,
     WireCommand,
 )
-from callkeeper.sip.errors import ParseError
-from callkeeper.sip.message import Request, Response
+from callkeeper.sip.message import Request, Response, has_to_tag
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
 from callkeeper.sip.timers import TimerSettings
@@ -315,7 +314,7 @@ class CallManager:
     # --- requests ---------------------------------------------------------------------------------
     def _request(self, request: Request, transaction_id: int, flow: Flow, now: float) -> None:
         endpoint = self.endpoint
-        if self._has_to_tag(request):
+        if has_to_tag(request):
             if self.b2bua.knows_dialog(request):
                 self.b2bua.receive_in_dialog(request, transaction_id, flow, now)
             else:
@@ -374,7 +373,7 @@ class CallManager:
         contacts = [
             Contact(
                 binding.request_uri,
-                self._complete_flow(binding.next_hop()),
+                self.local.complete(binding.next_hop()),
                 endpoint=binding.endpoint_id,
                 user=user,
             )
@@ -392,13 +391,6 @@ class CallManager:
         host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
         port = uri.port or _DEFAULT_PORTS[transport]
         return Flow(transport, (host, port), self.local.local_for(transport))
-
-    def _complete_flow(self, flow: Flow) -> Flow:
-        if flow.local[1] == 0:
-            return Flow(
-                flow.transport, flow.remote, self.local.local_for(flow.transport), flow.connection
-            )
-        return flow
 
     def _element_policy(self, request: Request) -> Response | None:
         """RFC 3261 §8.2 checks every out-of-dialog request passes before anything else."""
@@ -428,13 +420,3 @@ class CallManager:
         self.endpoint.send_response(
             request.create_response(status, to_tag=to_tag), now, transaction_id
         )
-
-    @staticmethod
-    def _has_to_tag(request: Request) -> bool:
-        raw = request.headers.get("to") or ""
-        if "tag" not in raw.lower():
-            return False
-        try:
-            return request.to_addr.tag is not None
-        except ParseError:
-            return False

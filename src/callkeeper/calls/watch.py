@@ -63,10 +63,14 @@ class Histogram:
                 self.counts[index] += 1
 
 
+FlowKey = tuple[str, tuple[str, int], int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     uri: URI
-    flow: Flow
+    flow: Flow  # where probes go
+    key: FlowKey  # where its signs of life come from (`_by_flow`)
 
 
 class EndpointWatch:
@@ -88,26 +92,25 @@ class EndpointWatch:
         self.failures = 0
         self.detection = Histogram.with_bounds(DETECTION_BUCKETS)
         self._targets: dict[str, _Target] = {}  # endpoint id → where probes go
-        self._by_flow: dict[tuple[str, tuple[str, int], int | None], set[str]] = {}
+        self._by_flow: dict[FlowKey, set[str]] = {}
         self._probes: dict[int, tuple[str, int]] = {}  # OPTIONS transaction → (endpoint, probe)
         self._events: deque[LivenessEvent] = deque()
 
     # --- what is watched ------------------------------------------------------------------------
     def watch_binding(self, binding: Binding, now: float) -> None:
         mode = Mode.KEEPALIVE if binding.outbound else Mode.PROBE
-        flow = binding.next_hop()
-        if flow.local[1] == 0:
-            flow = Flow(
-                flow.transport, flow.remote, self.local.local_for(flow.transport), flow.connection
-            )
+        flow = self.local.complete(binding.next_hop())
         self._forget_flow(binding.endpoint_id)
-        self._targets[binding.endpoint_id] = _Target(binding.request_uri, flow)
-        self._by_flow.setdefault(_flow_key(binding.flow), set()).add(binding.endpoint_id)
+        # Signs of life arrive over the flow it registered on, probes go to its next hop.
+        key = _flow_key(binding.flow)
+        self._targets[binding.endpoint_id] = _Target(binding.request_uri, flow, key)
+        self._by_flow.setdefault(key, set()).add(binding.endpoint_id)
         self.monitor.add(binding.endpoint_id, EndpointKind.CONTACT, flow, mode, now)
 
     def watch_static(self, contact: StaticContact, flow: Flow, now: float) -> None:
-        self._targets[contact.endpoint_id] = _Target(contact.uri, flow)
-        self._by_flow.setdefault(_flow_key(flow), set()).add(contact.endpoint_id)
+        key = _flow_key(flow)
+        self._targets[contact.endpoint_id] = _Target(contact.uri, flow, key)
+        self._by_flow.setdefault(key, set()).add(contact.endpoint_id)
         self.monitor.add(contact.endpoint_id, EndpointKind.STATIC, flow, Mode.PROBE, now)
 
     def registrar_event(self, event: RegistrarEvent, in_call: Collection[str], now: float) -> None:
@@ -134,12 +137,11 @@ class EndpointWatch:
         target = self._targets.get(endpoint_id)
         if target is None:
             return
-        for key in (_flow_key(target.flow),):
-            ids = self._by_flow.get(key)
-            if ids is not None:
-                ids.discard(endpoint_id)
-                if not ids:
-                    del self._by_flow[key]
+        ids = self._by_flow.get(target.key)
+        if ids is not None:
+            ids.discard(endpoint_id)
+            if not ids:
+                del self._by_flow[target.key]
 
     # --- signs of life and failures ---------------------------------------------------------------
     def heard_from(self, flow: Flow, now: float) -> None:
@@ -229,6 +231,6 @@ class EndpointWatch:
         return self._events.popleft() if self._events else None
 
 
-def _flow_key(flow: Flow) -> tuple[str, tuple[str, int], int | None]:
+def _flow_key(flow: Flow) -> FlowKey:
     # The local address is left out: the same phone is the same phone on any of our sockets.
     return (flow.transport, flow.remote, flow.connection)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from callkeeper.sip import keepalive, nat, stun
 from callkeeper.sip.capabilities import ALLOWED_METHODS, KNOWN_UNSUPPORTED_METHODS
 from callkeeper.sip.errors import MessageTooLarge, ParseError
-from callkeeper.sip.message import Message, Request, Response
+from callkeeper.sip.message import Message, Request, Response, has_to_tag
 from callkeeper.sip.parser import (
     FramingError,
     KeepAlivePing,
@@ -210,7 +210,7 @@ class SipEndpoint:
             except ParseError:
                 stats.dropped["bad-via"] += 1
                 return
-            if message.method in self.stateless_methods and not _has_to_tag(message):
+            if message.method in self.stateless_methods and not has_to_tag(message):
                 self._events.append(StatelessRequestReceived(message, flow))
                 return
             self.transactions.receive_request(message, flow, now)
@@ -285,12 +285,6 @@ class SipEndpoint:
         if (target.host, target.port) == flow.remote:
             return flow
         return Flow("udp", (target.host, target.port), flow.local)
-
-
-def _has_to_tag(request: Request) -> bool:
-    raw = request.headers.get("to") or ""
-    # Most out-of-dialog requests have no "tag" text at all: skip parsing the To header then.
-    return "tag" in raw.lower() and request.to_addr.tag is not None
 
 
 def _warning_text(reason: str) -> str:

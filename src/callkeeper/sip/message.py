@@ -328,3 +328,18 @@ class Response(Message):
     @property
     def is_success(self) -> bool:
         return 200 <= self.status < 300
+
+
+def has_to_tag(request: Request) -> bool:
+    """True when the request's To carries a tag (it belongs to a dialog, RFC 3261 §8.2.2.2).
+
+    Most out-of-dialog requests have no "tag" text at all: the To header is parsed only when
+    it might have one, and an unparseable one counts as no tag.
+    """
+    raw = request.headers.get("to") or ""
+    if "tag" not in raw.lower():
+        return False
+    try:
+        return request.to_addr.tag is not None
+    except ParseError:
+        return False

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callkeeper.sip.errors import ParseError, SipError
-from callkeeper.sip.message import Message, Request, Response
+from callkeeper.sip.message import Message, Request, Response, has_to_tag
 from callkeeper.sip.timers import TimerHeap, TimerSettings
 from callkeeper.sip.transaction_events import (
     CancelReceived,
@@ -145,12 +145,6 @@ def _response_input(status: int, received: bool) -> Input:
     if status < 300:
         return Input.RESPONSE_2XX if received else Input.SEND_2XX
     return Input.RESPONSE_FAILURE if received else Input.SEND_FAILURE
-
-
-def _has_to_tag(request: Request) -> bool:
-    raw = request.headers.get("to") or ""
-    # Most out-of-dialog requests have no "tag" text at all: skip parsing the To header then.
-    return "tag" in raw.lower() and request.to_addr.tag is not None
 
 
 class TransactionLayer:
@@ -392,7 +386,7 @@ class TransactionLayer:
         machine = INVITE_SERVER if method == "INVITE" else NON_INVITE_SERVER
         merge_key: MergeKey | None = None
         merged = False
-        if not _has_to_tag(request):
+        if not has_to_tag(request):
             cseq = request.cseq
             merge_key = (request.from_addr.tag, request.call_id, cseq.number, cseq.method)
             merged = merge_key in self._merge
