@@ -131,7 +131,27 @@ class RecoverySection(BaseModel):
     announce: bool = True
     fallback: list[FallbackStep] = Field(default_factory=lambda: list(DEFAULT_FALLBACK))
     ring_timeout: float = Field(default=20.0, gt=0)
-    feature_code: str = "*86"
+    feature_code: Annotated[str, Field(min_length=1, pattern=r"^[0-9*#A-Za-z]+$")] = "*86"
+    # Where the `voicemail` fallback step sends a call until the built-in voicemail arrives
+    # with the media plane: a SIP URI (IP literal) of a voicemail server; the failed user's
+    # name becomes its user part (the mailbox) unless the URI has one.
+    voicemail_uri: str | None = None
+
+    @field_validator("voicemail_uri")
+    @classmethod
+    def _sip_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from callkeeper.sip.errors import ParseError
+        from callkeeper.sip.uri import parse_uri
+
+        try:
+            uri = parse_uri(value)
+        except ParseError as error:
+            raise ValueError(f"not a SIP URI: {error.reason}") from None
+        if not uri.is_sip:
+            raise ValueError("must be a sip: or sips: URI")
+        return value
 
 
 class MediaSection(BaseModel):

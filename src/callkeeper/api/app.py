@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from callkeeper.api.events import describe_event
+from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
 
@@ -103,23 +104,32 @@ class CoreCollector(Collector):
         yield CounterMetricFamily(
             "callkeeper_endpoint_failures", "Endpoints that went DOWN", value=watch.failures
         )
-        detection = watch.detection
-        cumulative = [
-            (str(bound), count)
-            for bound, count in zip(detection.bounds, detection.counts, strict=True)
-        ]
-        cumulative.append(("+Inf", detection.count))
-        yield HistogramMetricFamily(
-            "callkeeper_detection_seconds",
-            "Last sign of life to DOWN",
-            buckets=cumulative,
-            sum_value=detection.total,
+        yield _histogram(
+            "callkeeper_detection_seconds", "Last sign of life to DOWN", watch.detection
+        )
+        recovery = self._core.recovery.stats
+        recoveries = CounterMetricFamily(
+            "callkeeper_recoveries", "Recoveries by how they ended", labels=["outcome"]
+        )
+        for outcome, count in recovery.outcomes.items():
+            recoveries.add_metric([outcome], count)
+        yield recoveries
+        yield _histogram(
+            "callkeeper_resume_seconds", "Endpoint back to call bridged again", recovery.resume
         )
         yield CounterMetricFamily(
             "callkeeper_core_errors",
             "Unexpected exceptions caught around the core (bugs)",
             value=self._driver.errors,
         )
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    buckets = [
+        (str(bound), count) for bound, count in zip(histogram.bounds, histogram.counts, strict=True)
+    ]
+    buckets.append(("+Inf", histogram.count))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=histogram.total)
 
 
 class ApiServer:
@@ -134,7 +144,9 @@ class ApiServer:
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/api/v1/calls", self.list_calls)
         self.app.router.add_get("/api/v1/calls/{id}", self.get_call)
+        self.app.router.add_post("/api/v1/calls/{id}/recover", self.recover_call)
         self.app.router.add_get("/api/v1/endpoints", self.list_endpoints)
+        self.app.router.add_post("/api/v1/endpoints/{id}/reboot", self.reboot_endpoint)
         self.app.router.add_get("/api/v1/events", self.events)
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         driver.event_sinks.append(self._publish)
@@ -171,6 +183,34 @@ class ApiServer:
         if view is None:
             return web.json_response({"error": "no such call"}, status=404)
         return web.json_response(view)
+
+    async def recover_call(self, request: web.Request) -> web.Response:
+        """Move a call: `{"target": "USER" | "sip:..." | "NUMBER"}`; 202 while it rings."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        target = body.get("target") if isinstance(body, dict) else None
+        if not isinstance(target, str) or not target:
+            return web.json_response({"error": 'expected {"target": USER or URI}'}, status=400)
+        call_id = request.match_info["id"]
+        status, reason = self.core.recover_call(call_id, target, self.driver.loop.time())
+        self.driver.poke()
+        if status >= 400:
+            return web.json_response({"error": reason}, status=status)
+        return web.json_response(
+            {"status": reason, "call": self.core.call_view(call_id, self._wall)}, status=status
+        )
+
+    async def reboot_endpoint(self, request: web.Request) -> web.Response:
+        """Send the endpoint a reboot NOTIFY and hold its calls until it returns (or grace ends)."""
+        endpoint_id = request.match_info["id"]
+        if not self.core.reboot_endpoint(endpoint_id, self.driver.loop.time()):
+            return web.json_response({"error": "no such endpoint"}, status=404)
+        self.driver.poke()
+        return web.json_response(
+            {"status": "reboot requested", "endpoint": endpoint_id}, status=202
+        )
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         return web.json_response(self.core.endpoints_view(self.driver.loop.time(), self._wall))

@@ -8,13 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from callkeeper.calls.events import CallAnswered, CallEnded, CallStarted
+from callkeeper.calls.events import (
+    CallAnswered,
+    CallEnded,
+    CallHeld,
+    CallLost,
+    CallRecovered,
+    CallResuming,
+    CallStarted,
+    CallTransferring,
+    RebootRequested,
+)
 from callkeeper.directory import BindingAdded, BindingRefreshed, BindingRemoved
 from callkeeper.liveness import EndpointAlive, EndpointDown, EndpointSuspect
 
 
 def describe_event(event: object) -> tuple[str, dict[str, Any]]:
-    """(event name, fields) for any event the core emits."""
+    """(event name, fields) for any event the core emits; `at` is when it happened."""
+    name, fields = _describe(event)
+    at = getattr(event, "at", None)
+    if at is not None:
+        fields["at"] = at
+    return name, fields
+
+
+def _describe(event: object) -> tuple[str, dict[str, Any]]:
+    recovery = _describe_recovery(event)
+    if recovery is not None:
+        return recovery
     if isinstance(event, CallStarted):
         return "call.started", {
             "call": event.call_id,
@@ -71,3 +92,41 @@ def describe_event(event: object) -> tuple[str, dict[str, Any]]:
             "was": event.was.value,
         }
     return type(event).__name__, {}
+
+
+def _describe_recovery(event: object) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(event, CallHeld):
+        return "call.held", {
+            "call": event.call_id,
+            "endpoint": event.endpoint,
+            "reason": event.reason,
+        }
+    if isinstance(event, CallResuming):
+        return "call.resuming", {
+            "call": event.call_id,
+            "endpoint": event.endpoint,
+            "held_seconds": round(event.held_seconds, 3),
+        }
+    if isinstance(event, CallTransferring):
+        return "call.transferring", {
+            "call": event.call_id,
+            "step": event.step,
+            "targets": list(event.targets),
+        }
+    if isinstance(event, CallRecovered):
+        name = "call.resumed" if event.outcome == "resumed" else "call.transferred"
+        fields: dict[str, Any] = {
+            "call": event.call_id,
+            "outcome": event.outcome,
+            "endpoint": event.endpoint,
+            "new_dialog": event.new_dialog,
+            "recovery_seconds": round(event.recovery_seconds, 3),
+        }
+        if event.resume_seconds is not None:
+            fields["resume_seconds"] = round(event.resume_seconds, 4)
+        return name, fields
+    if isinstance(event, CallLost):
+        return "call.lost", {"call": event.call_id, "reason": event.reason}
+    if isinstance(event, RebootRequested):
+        return "endpoint.reboot_requested", {"endpoint": event.endpoint}
+    return None

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from callkeeper.calls import session_timer
+from callkeeper.calls.dialing import build_invite, new_call_id
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
@@ -27,13 +29,11 @@ from callkeeper.sip.capabilities import ALLOW, SUPPORTED
 from callkeeper.sip.dialog import Dialog, DialogError, DialogId, DialogState
 from callkeeper.sip.endpoint import SipEndpoint
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.headers import Headers
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.timers import TimerHeap, TimerSettings
 from callkeeper.sip.transaction_messages import IdSource, build_cancel
 from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI
-from callkeeper.sip.via import MAGIC_COOKIE
 
 # Headers of an in-dialog request that mean something end to end, so they cross the B2BUA.
 _RELAYED_HEADERS = frozenset(
@@ -77,6 +77,23 @@ class CallTarget:
     contacts: tuple[Contact, ...]
 
 
+class RecoveryHooks(Protocol):
+    """What the recovery engine decides inside the B2BUA's own handling of a call."""
+
+    def in_dialog(
+        self, call: Call, leg: Leg, request: Request, transaction_id: int, now: float
+    ) -> bool:
+        """Take an in-dialog request (not ACK) instead of relaying it; True when taken."""
+        ...
+
+    def absorbs_failure(
+        self, call: Call, leg: Leg, reason: str, dialog_lost: bool, now: float
+    ) -> bool:
+        """A leg broke (refresh failed, session expired; `dialog_lost`: the far end answered
+        481, it rebooted): True when the engine keeps the call alive instead of ending it."""
+        ...
+
+
 def _is_sdp(message: Request | Response) -> bool:
     return bool(message.body) and message.content_type == "application/sdp"
 
@@ -109,6 +126,7 @@ class B2BUA:
         # RFC 3261: the TU gives up on it 64·T1 after the CANCEL (§9.1).
         self._abandon: TimerHeap[int] = TimerHeap()
         self._events: deque[CallEvent] = deque()
+        self.hooks: RecoveryHooks | None = None
 
     # --- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -220,33 +238,34 @@ class B2BUA:
             endpoint=contact.endpoint,
             local_tag=self.ids(),
         )
-        call_id = f"{self.ids()}-{self.ids()}@callkeeper"
-        headers = Headers()
-        via = self.local.via(contact.flow).with_params(branch=MAGIC_COOKIE + self.ids())
-        headers.add("Via", str(via))
-        headers.add("Max-Forwards", str(max_forwards))
-        headers.add("From", str(from_address.with_tag(fork.local_tag)))
-        headers.add("To", str(Address(target.to_uri)))
-        headers.add("Call-ID", call_id)
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", str(self.local.contact(contact.flow)))
-        headers.add("Allow", ALLOW)
-        headers.add("Supported", SUPPORTED)
-        headers.add("User-Agent", self.user_agent)
+        call_id = new_call_id(self.ids)
+        headers: list[tuple[str, str]] = []
         asked = session_timer.parse_session_expires(a_invite)
         if asked is not None:
             # Offer the caller's interval to the callee; each leg settles its own refresher.
-            headers.add("Session-Expires", str(asked[0]))
-            headers.add("Min-SE", str(session_timer.min_se(a_invite)))
+            headers.append(("Session-Expires", str(asked[0])))
+            headers.append(("Min-SE", str(session_timer.min_se(a_invite))))
         for name in ("subject", "priority", "alert-info", "call-info"):
             value = a_invite.headers.get(name)
             if value is not None:
-                headers.add(name.title(), value)
+                headers.append((name.title(), value))
         body = a_invite.body
         if body:
-            headers.add("Content-Type", a_invite.headers.get("content-type") or "application/sdp")
             fork.local_sdp = body
-        invite = Request("INVITE", contact.uri, headers, body)
+        invite = build_invite(
+            self.local,
+            self.ids,
+            uri=contact.uri,
+            flow=contact.flow,
+            from_address=from_address.with_tag(fork.local_tag),
+            to_uri=target.to_uri,
+            call_id=call_id,
+            user_agent=self.user_agent,
+            body=body,
+            content_type=a_invite.headers.get("content-type") or "application/sdp",
+            max_forwards=max_forwards,
+            headers=headers,
+        )
         fork.invite = invite
         fork.call_id = call_id
         call.forks.append(fork)
@@ -300,7 +319,7 @@ class B2BUA:
         refresh = self._refreshes.pop(transaction_id, None)
         if refresh is not None:
             call, leg = refresh
-            self._hang_up(call, leg, now, reason="session refresh timed out")
+            self._leg_broke(call, leg, now, "session refresh timed out")
 
     def transaction_terminated(self, transaction_id: int) -> None:
         self._abandon.cancel(transaction_id)
@@ -464,8 +483,9 @@ class B2BUA:
             return
         call.unacked_response = None
         self._timers.cancel((call.id, "2xx"))
-        target = call.other(leg)
+        target = call.ack_target
         call.awaiting_ack_from = None
+        call.ack_target = None
         if target is None or target.dialog is None:
             return
         if _is_sdp(request):
@@ -520,6 +540,8 @@ class B2BUA:
         if rejected is not None:
             self._reply(request, transaction_id, rejected, now)
             return
+        if self.hooks is not None and self.hooks.in_dialog(call, leg, request, transaction_id, now):
+            return
         if request.method == "BYE":
             self._reply(request, transaction_id, 200, now)
             self._hang_up(call, leg, now)
@@ -568,6 +590,10 @@ class B2BUA:
         if call.state is CallState.ENDED:
             return
         status = _FAILURE_MAP.get(response.status, response.status)
+        if status in (408, 481):
+            # Only the far leg is gone; 408/481 would make this side end its dialog too
+            # (RFC 3261 §12.2.1.2) while the call is being recovered or ended with a BYE.
+            status = 480
         answer = relay.request.create_response(
             status, response.reason if status == response.status else None
         )
@@ -596,15 +622,22 @@ class B2BUA:
             self._expect_ack(call, from_leg, to_leg, answer, now)
         self.endpoint.send_response(answer, now, relay.server_transaction)
         if response.status == 481 and to_leg.dialog is not None:
-            # The far side lost its dialog: the call is broken on that leg. (The recovery
-            # engine takes this over; until then, end the call cleanly on both sides.)
-            self._hang_up(call, to_leg, now)
+            # The far side lost its dialog: the call is broken on that leg.
+            self._leg_broke(call, to_leg, now, "481 on a relayed request", dialog_lost=True)
 
     # --- 2xx retransmission to the A side (RFC 3261 §13.3.1.4) --------------------------------------
+    def answer(
+        self, call: Call, leg: Leg, response: Response, transaction_id: int, now: float
+    ) -> None:
+        """Send our 2xx to an INVITE `leg` sent us, retransmitted until its ACK arrives."""
+        self._expect_ack(call, leg, None, response, now)
+        self.endpoint.send_response(response, now, transaction_id)
+
     def _expect_ack(
-        self, call: Call, leg: Leg, ack_target: Leg, response: Response, now: float
+        self, call: Call, leg: Leg, ack_target: Leg | None, response: Response, now: float
     ) -> None:
         call.awaiting_ack_from = leg
+        call.ack_target = ack_target
         call.unacked_response = response
         call.retransmit_deadline = now + self.timers.timer_h
         if leg.flow.reliable:
@@ -628,7 +661,7 @@ class B2BUA:
             elif kind.startswith("expire:"):
                 leg = self._leg(call, kind.removeprefix("expire:"))
                 if leg is not None:
-                    self._hang_up(call, leg, now, reason="session timer expired", bye_it=True)
+                    self._leg_broke(call, leg, now, "session timer expired", bye_it=True)
 
     def _retransmit_2xx(self, call: Call, now: float) -> None:
         leg = call.awaiting_ack_from
@@ -695,10 +728,74 @@ class B2BUA:
                 leg.session_timer = renegotiated
             self._arm_session_timer(call, leg, now)
         elif response.status in (408, 481):
-            self._hang_up(call, leg, now, reason=f"session refresh failed: {response.status}")
+            self._leg_broke(
+                call,
+                leg,
+                now,
+                f"session refresh failed: {response.status}",
+                dialog_lost=response.status == 481,
+            )
         else:
             # 491 glare, 5xx ...: try again a little later, within the interval.
             self._timers.schedule(now + 4 * self.timers.t1, (call.id, f"refresh:{leg.id}"))
+
+    # --- legs the recovery engine moves -------------------------------------------------------------
+    def bind_leg(self, call: Call, leg: Leg) -> None:
+        """Route `leg`'s in-dialog requests to `call` (a leg the recovery engine connected)."""
+        if leg.dialog is not None:
+            self._by_dialog[leg.dialog.id] = (call, leg)
+        if not leg.is_caller and leg.call_id:
+            self._own_call_ids[leg.call_id] = call
+
+    def replace_leg(self, call: Call, old: Leg, new: Leg) -> None:
+        """`new` takes `old`'s side of the call; `old` is forgotten (its dialog, its timers)."""
+        if call.a is old:
+            call.a = new
+        else:
+            call.b = new
+        if old in call.forks:
+            call.forks.remove(old)
+        self.forget_leg(call, old)
+        self.bind_leg(call, new)
+
+    def forget_leg(self, call: Call, leg: Leg) -> None:
+        if leg.dialog is not None and self._by_dialog.get(leg.dialog.id, (None, None))[1] is leg:
+            del self._by_dialog[leg.dialog.id]
+        if not leg.is_caller:
+            self._own_call_ids.pop(leg.call_id, None)
+        self._timers.cancel((call.id, f"refresh:{leg.id}"))
+        self._timers.cancel((call.id, f"expire:{leg.id}"))
+        leg.state = LegState.TERMINATED
+
+    def bye(self, leg: Leg, now: float) -> None:
+        """Best-effort BYE of a confirmed leg; its dialog ends here either way."""
+        if leg.dialog is None or leg.dialog.state is DialogState.TERMINATED:
+            return
+        if leg.dialog.state is DialogState.CONFIRMED:
+            bye = leg.dialog.create_request("BYE", self.local.via(leg.flow))
+            self.endpoint.send_request(bye, leg.flow, now)
+        leg.dialog.terminate()
+
+    def end_call(self, call: Call, reason: str, now: float) -> None:
+        """End a call nobody hung up (the recovery chain ran out): BYE every live leg."""
+        for leg in call.legs():
+            self.bye(leg, now)
+        self._end(call, reason, now)
+
+    def _leg_broke(
+        self,
+        call: Call,
+        leg: Leg,
+        now: float,
+        reason: str,
+        *,
+        bye_it: bool = False,
+        dialog_lost: bool = False,
+    ) -> None:
+        hooks = self.hooks
+        if hooks is not None and hooks.absorbs_failure(call, leg, reason, dialog_lost, now):
+            return
+        self._hang_up(call, leg, now, reason=reason, bye_it=bye_it)
 
     # --- ending ---------------------------------------------------------------------------------------
     def _hang_up(
@@ -726,7 +823,7 @@ class B2BUA:
                 self._cancel_fork(leg, now)
         if from_leg.dialog is not None and from_leg.dialog.state is not DialogState.TERMINATED:
             from_leg.dialog.terminate()
-        who = "caller" if from_leg.is_caller else "callee"
+        who = "caller" if from_leg is call.a else "callee"
         self._end(call, reason or f"{who} hung up", now)
 
     def _end(self, call: Call, reason: str, now: float) -> None:

@@ -12,13 +12,15 @@ commands; `next_event()` yields what the API and metrics want to know.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
+from callkeeper.calls import handover
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
-from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent
+from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import LegState
+from callkeeper.calls.recovery import RecoveryEngine
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
 from callkeeper.calls.watch import EndpointWatch
 from callkeeper.config import Config
@@ -26,6 +28,9 @@ from callkeeper.directory import (
     AuthPolicy,
     AuthSettings,
     Binding,
+    BindingAdded,
+    BindingRefreshed,
+    BindingRemoved,
     Directory,
     NotFound,
     NumberTarget,
@@ -35,7 +40,8 @@ from callkeeper.directory import (
     RegistrarSettings,
     UserTarget,
 )
-from callkeeper.liveness import LivenessEvent
+from callkeeper.liveness import EndpointAlive, EndpointDown, LivenessEvent
+from callkeeper.liveness.states import State
 from callkeeper.sdp import validate_sdp
 from callkeeper.sip import capabilities
 from callkeeper.sip.digest import DigestAuthenticator
@@ -46,6 +52,7 @@ from callkeeper.sip.endpoint import (
     StatelessRequestReceived,
     WireCommand,
 )
+from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response, has_to_tag
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
@@ -60,14 +67,14 @@ from callkeeper.sip.transaction_events import (
 )
 from callkeeper.sip.transaction_messages import IdSource
 from callkeeper.sip.transport import Flow
-from callkeeper.sip.uri import URI
+from callkeeper.sip.uri import URI, parse_uri
 
 RandomBytes = Callable[[int], bytes]
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80}
 # Out-of-dialog requests of these methods only make sense inside a dialog we do not have.
 _DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
 
-ManagerEvent = CallEvent | RegistrarEvent | LivenessEvent
+ManagerEvent = CallEvent | RecoveryEvent | RegistrarEvent | LivenessEvent
 
 
 class CallManager:
@@ -102,6 +109,20 @@ class CallManager:
             validate_sdp=validate_sdp,
         )
         self.watch = EndpointWatch(config, self.endpoint, self.local, ids)
+        recovery = config.recovery
+        self.recovery = RecoveryEngine(
+            self.b2bua,
+            self.endpoint,
+            self.local,
+            ids,
+            self.timer_settings,
+            self,
+            grace=recovery.grace,
+            fallback=recovery.fallback,
+            ring_timeout=recovery.ring_timeout,
+            user_agent=config.sip.user_agent,
+        )
+        self._now = 0.0  # the latest input's time, for the recovery engine's questions
         self._watched_statics = False
         self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
         self.calls_completed = 0
@@ -123,6 +144,10 @@ class CallManager:
         self.directory = Directory.from_config(config, local_hosts=listen_hosts)
         self.auth.directory = self.directory
         self.config = config
+        recovery = config.recovery
+        self.recovery.configure(
+            grace=recovery.grace, fallback=recovery.fallback, ring_timeout=recovery.ring_timeout
+        )
 
     def restore_bindings(self, bindings: list[Binding], now: float) -> int:
         restored = self.registrar.restore(bindings, now)
@@ -190,21 +215,26 @@ class CallManager:
 
     # --- inputs (from the driver) -----------------------------------------------------------
     def receive_datagram(self, data: bytes, flow: Flow, now: float) -> None:
+        self._now = now
         self.endpoint.receive_datagram(data, flow, now)
         self._process(now)
 
     def receive_stream_item(self, item: StreamItem, flow: Flow, now: float) -> None:
+        self._now = now
         self.endpoint.receive_stream_item(item, flow, now)
         self._process(now)
 
     def connection_lost(self, flow: Flow, now: float) -> None:
+        self._now = now
         self.endpoint.connection_lost(flow, now)
         self._process(now)
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         self.endpoint.handle_timer(now)
         self.registrar.handle_timer(now)
         self.b2bua.handle_timer(now)
+        self.recovery.handle_timer(now)
         self.watch.handle_timer(now)
         self._process(now)
 
@@ -215,6 +245,7 @@ class CallManager:
                 self.endpoint.get_timer(),
                 self.registrar.get_timer(),
                 self.b2bua.get_timer(),
+                self.recovery.get_timer(),
                 self.watch.get_timer(),
             )
             if deadline is not None
@@ -235,6 +266,7 @@ class CallManager:
         endpoint = self.endpoint
         b2bua = self.b2bua
         watch = self.watch
+        recovery = self.recovery
         while (event := endpoint.next_event()) is not None:
             kind = type(event)
             if kind is StatelessRequestReceived:
@@ -251,8 +283,12 @@ class CallManager:
             elif kind is ResponseReceived:
                 assert isinstance(event, ResponseReceived)
                 watch.heard_from(event.flow, now)
-                if not watch.probe_response(event.transaction_id, now):
-                    b2bua.receive_response(event.transaction_id, event.response, now)
+                transaction_id = event.transaction_id
+                if not (
+                    watch.probe_response(transaction_id, now)
+                    or b2bua.receive_response(transaction_id, event.response, now)
+                ):
+                    recovery.receive_response(transaction_id, event.response, now)
             elif kind is KeepaliveReceived:
                 assert isinstance(event, KeepaliveReceived)
                 watch.heard_from(event.flow, now)
@@ -265,29 +301,48 @@ class CallManager:
                 assert isinstance(event, TransactionTimedOut)
                 # A probe's silence is judged by the monitor's own, shorter deadline.
                 b2bua.transaction_timed_out(event.transaction_id, now)
+                recovery.transaction_timed_out(event.transaction_id, now)
             elif kind is TransportFailed:
                 assert isinstance(event, TransportFailed)
                 watch.probe_transport_failed(event.transaction_id, now)
             elif kind is TransactionTerminated:
                 assert isinstance(event, TransactionTerminated)
                 b2bua.transaction_terminated(event.transaction_id)
+                recovery.transaction_terminated(event.transaction_id)
                 watch.probe_finished(event.transaction_id)
             elif kind is ConnectionClosed:
                 assert isinstance(event, ConnectionClosed)
                 watch.connection_closed(event.flow, now)
                 self.registrar.connection_closed(event.flow)
         self._drain_registrar(now)
+        self._drain_calls(now)
+        self._drain_watch(now)
+        self._drain_calls(now)  # what the recovery engine did about failures
+        while (recovery_event := recovery.next_event()) is not None:
+            self._events.append(recovery_event)
+
+    def _drain_calls(self, now: float) -> None:
+        b2bua = self.b2bua
         while (call_event := b2bua.next_event()) is not None:
             if isinstance(call_event, CallAnswered):
                 for endpoint_id in (call_event.caller_endpoint, call_event.endpoint):
                     self._call_started_on(endpoint_id, now)
+                self.recovery.call_answered(call_event.call_id)
             elif isinstance(call_event, CallEnded):
                 self.calls_completed += 1
                 for endpoint_id in call_event.endpoints:
                     self._call_ended_on(endpoint_id, now)
+                self.recovery.call_ended(call_event.call_id, call_event.endpoints, now)
             self._events.append(call_event)
-        while (liveness_event := watch.next_event()) is not None:
-            self._events.append(liveness_event)
+
+    def _drain_watch(self, now: float) -> None:
+        """Liveness events, in order, to the recovery engine as well as to the API."""
+        while (event := self.watch.next_event()) is not None:
+            if isinstance(event, EndpointDown):
+                self.recovery.endpoint_down(event.endpoint_id, event.reason, now)
+            elif isinstance(event, EndpointAlive):
+                self.recovery.endpoint_back(event.endpoint_id, now)
+            self._events.append(event)
 
     def _call_started_on(self, endpoint_id: str | None, now: float) -> None:
         if endpoint_id is None:
@@ -308,7 +363,15 @@ class CallManager:
         while (command := registrar.next_command()) is not None:
             self._commands.append(command)
         while (event := registrar.next_event()) is not None:
+            endpoint_id = event.binding.endpoint_id
+            if isinstance(event, BindingRemoved) and event.reason == "unregistered":
+                self.recovery.endpoint_left(endpoint_id, now)  # before the watch calls it DOWN
             self.watch.registrar_event(event, self._in_call.keys(), now)
+            self._drain_watch(now)
+            if isinstance(event, BindingAdded | BindingRefreshed):
+                if endpoint_id in self._in_call:
+                    self.watch.set_in_call(endpoint_id, True, now)
+                self.recovery.endpoint_back(endpoint_id, now)  # a REGISTER is a sign of life
             self._events.append(event)
 
     # --- requests ---------------------------------------------------------------------------------
@@ -348,6 +411,15 @@ class CallManager:
     def _invite(
         self, request: Request, transaction_id: int, flow: Flow, caller: str | None, now: float
     ) -> None:
+        binding = self.registrar.binding_by_flow(flow)
+        caller_endpoint = binding.endpoint_id if binding is not None else None
+        if caller is not None and request.uri.user == self.config.recovery.feature_code:
+            status = handover.pick_up(
+                self.recovery, request, transaction_id, flow, caller, caller_endpoint, now
+            )
+            if status is not None:
+                self._reply(request, transaction_id, status, now)
+            return
         target = self.directory.resolve(request.uri)
         if isinstance(target, NotFound):
             self._reply(request, transaction_id, target.status, now)
@@ -359,15 +431,89 @@ class CallManager:
             call_target = CallTarget(name, to_uri, tuple(contacts))
         else:
             assert isinstance(target, NumberTarget)
-            trunk_uri = target.trunk.uri
-            uri = trunk_uri.replace(user=target.number)
-            contact = Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
-            call_target = CallTarget(target.number, uri, (contact,))
-        binding = self.registrar.binding_by_flow(flow)
-        caller_endpoint = binding.endpoint_id if binding is not None else None
+            contact = self._trunk_contact(target)
+            call_target = CallTarget(target.number, contact.uri, (contact,))
         self.b2bua.start_call(
             request, transaction_id, flow, caller, call_target, now, caller_endpoint=caller_endpoint
         )
+
+    # --- what the recovery engine asks (calls.recovery.Routes) -----------------------------------
+    def current_contact(self, endpoint_id: str) -> Contact | None:
+        target = self.watch.target(endpoint_id)
+        if target is None:
+            return None
+        uri, flow = target
+        return Contact(uri, flow, endpoint=endpoint_id)
+
+    def step_contacts(self, user: str, step: str, exclude: Collection[str]) -> list[Contact]:
+        if step == "devices":
+            return [
+                contact
+                for contact in self._user_contacts(user, self._now)
+                if contact.endpoint not in exclude and not self._is_down(contact.endpoint)
+            ]
+        if step == "mobile":
+            target = self.directory.mobile_target(user)
+            if isinstance(target, NumberTarget):
+                return [self._trunk_contact(target)]
+            return []
+        if step == "voicemail":
+            uri_text = self.config.recovery.voicemail_uri
+            if uri_text is None or not self.directory.voicemail(user):
+                return []
+            uri = parse_uri(uri_text)
+            if uri.user is None:
+                uri = uri.replace(user=user)
+            return [Contact(uri, self._flow_for_uri(uri), endpoint="voicemail", user=user)]
+        return []
+
+    def target_contacts(self, target: str) -> list[Contact]:
+        """A user's live devices, a number through its trunk, or a SIP URI as it is."""
+        resolved = self.directory.resolve(target)
+        if isinstance(resolved, UserTarget):
+            return self.step_contacts(resolved.user.name, "devices", ())
+        if isinstance(resolved, NumberTarget):
+            return [self._trunk_contact(resolved)]
+        try:
+            uri = parse_uri(target)
+        except ParseError:
+            return []
+        if not uri.is_sip or uri.user is None or self.local.is_ours(uri.host, uri.port):
+            return []
+        return [Contact(uri, self._flow_for_uri(uri))]
+
+    def leg_moved(self, old_endpoint: str | None, new_endpoint: str | None, now: float) -> None:
+        if old_endpoint is not None:
+            self._call_ended_on(old_endpoint, now)
+        self._call_started_on(new_endpoint, now)
+
+    def _is_down(self, endpoint_id: str | None) -> bool:
+        if endpoint_id is None:
+            return False
+        view = self.watch.monitor.view(endpoint_id)
+        return view is not None and view.state is State.DOWN
+
+    def _trunk_contact(self, target: NumberTarget) -> Contact:
+        uri = target.trunk.uri.replace(user=target.number)
+        return Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
+
+    # --- asked-for recovery (the HTTP API) ------------------------------------------------------
+    def recover_call(self, call_id: str, target: str, now: float) -> tuple[int, str]:
+        """`POST /api/v1/calls/{id}/recover`: (HTTP status, reason)."""
+        self._now = now
+        result = handover.recover(self.recovery, call_id, target, now)
+        self._process(now)
+        return result
+
+    def reboot_endpoint(self, endpoint_id: str, now: float) -> bool:
+        """`POST /api/v1/endpoints/{id}/reboot`: NOTIFY it, then treat it as DOWN until it
+        returns (its calls are held for grace, then resumed or moved)."""
+        self._now = now
+        if not self.recovery.request_reboot(endpoint_id, now):
+            return False
+        self.watch.reset(endpoint_id, now)
+        self._process(now)
+        return True
 
     def _user_contacts(self, user: str, now: float) -> list[Contact]:
         contacts = [

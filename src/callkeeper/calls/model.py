@@ -81,6 +81,7 @@ class Call:
     end_reason: str = ""
     # An ACK owed to the B leg once the A leg ACKs our 2xx (it may carry a late SDP answer).
     awaiting_ack_from: Leg | None = None
+    ack_target: Leg | None = None  # the leg that ACK is relayed to (None: owed to nobody)
     # Our 2xx to the A leg, retransmitted until its ACK arrives (RFC 3261 §13.3.1.4).
     unacked_response: Response | None = None
     retransmit_interval: float = 0.0

@@ -14,12 +14,12 @@ from callkeeper.directory import Binding, StaticContact
 Wall = Callable[[float], float]
 
 
-def leg_view(leg: Leg) -> dict[str, Any]:
+def leg_view(leg: Leg, role: str) -> dict[str, Any]:
     return {
         "user": leg.user,
         "endpoint": leg.endpoint,
         "state": leg.state.value,
-        "role": "caller" if leg.is_caller else "callee",
+        "role": role,
     }
 
 
@@ -30,7 +30,7 @@ def call_view(call: Call, wall: Wall) -> dict[str, Any]:
     return {
         "id": call.id,
         "state": call.state.value,
-        "legs": [leg_view(leg) for leg in legs],
+        "legs": [leg_view(leg, "caller" if leg is call.a else "callee") for leg in legs],
         "created": wall(call.created),
         "answered": wall(call.answered) if call.answered is not None else None,
         "recoveries": call.recoveries,

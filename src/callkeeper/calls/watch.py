@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.config import Config
 from callkeeper.directory import (
@@ -42,25 +43,6 @@ from callkeeper.sip.via import MAGIC_COOKIE
 
 # Upper bounds of `callkeeper_detection_seconds` (last sign of life → DOWN).
 DETECTION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
-
-
-@dataclass(slots=True)
-class Histogram:
-    bounds: tuple[float, ...]
-    counts: list[int]
-    total: float = 0.0
-    count: int = 0
-
-    @classmethod
-    def with_bounds(cls, bounds: tuple[float, ...]) -> Histogram:
-        return cls(bounds, [0] * len(bounds))
-
-    def observe(self, value: float) -> None:
-        self.total += value
-        self.count += 1
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
 
 
 FlowKey = tuple[str, tuple[str, int], int | None]
@@ -143,6 +125,11 @@ class EndpointWatch:
             if not ids:
                 del self._by_flow[target.key]
 
+    def target(self, endpoint_id: str) -> tuple[URI, Flow] | None:
+        """Where a watched endpoint is reached now: its contact URI and next-hop flow."""
+        target = self._targets.get(endpoint_id)
+        return (target.uri, target.flow) if target is not None else None
+
     # --- signs of life and failures ---------------------------------------------------------------
     def heard_from(self, flow: Flow, now: float) -> None:
         """Anything arrived over `flow` (a keep-alive, a request, a response): O(1)."""
@@ -156,6 +143,11 @@ class EndpointWatch:
         ids = self._by_flow.get(_flow_key(flow))
         for endpoint_id in list(ids or ()):
             self.monitor.connection_lost(endpoint_id, now)
+        self._drain(now)
+
+    def reset(self, endpoint_id: str, now: float) -> None:
+        """Someone reset the endpoint (the reboot API): DOWN now, whatever it last said."""
+        self.monitor.reset(endpoint_id, now)
         self._drain(now)
 
     def set_in_call(self, endpoint_id: str | None, in_call: bool, now: float) -> None:

@@ -1,0 +1,90 @@
+"""Requests callkeeper originates outside any dialog: a new leg's INVITE, the reboot NOTIFY.
+
+Both the B2BUA (forking a call to the callee's contacts) and the recovery engine (ringing the
+returning phone, another device, a mobile through a trunk) start legs the same way, so the
+INVITE is built in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from callkeeper.calls.locals import LocalAddresses
+from callkeeper.sip.address import Address
+from callkeeper.sip.capabilities import ALLOW, SUPPORTED
+from callkeeper.sip.headers import Headers
+from callkeeper.sip.message import Request
+from callkeeper.sip.transaction_messages import IdSource
+from callkeeper.sip.transport import Flow
+from callkeeper.sip.uri import URI
+from callkeeper.sip.via import MAGIC_COOKIE
+
+# Asks a phone to answer at once (the de-facto headers of Polycom/Yealink/Snom/baresip and
+# RFC 7462's Alert-Info URN); used when re-attaching a call to the device that just lost it.
+AUTO_ANSWER_HEADERS = (
+    ("Call-Info", "<sip:callkeeper>;answer-after=0"),
+    ("Alert-Info", "<http://localhost>;info=alert-autoanswer"),
+)
+
+
+def new_call_id(ids: IdSource) -> str:
+    return f"{ids()}-{ids()}@callkeeper"
+
+
+def build_invite(
+    local: LocalAddresses,
+    ids: IdSource,
+    *,
+    uri: URI,
+    flow: Flow,
+    from_address: Address,
+    to_uri: URI,
+    call_id: str,
+    user_agent: str,
+    body: bytes = b"",
+    content_type: str = "application/sdp",
+    max_forwards: int = 70,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Request:
+    """An initial INVITE for a new UAC leg; `from_address` carries our local tag already."""
+    out = Headers()
+    via = local.via(flow).with_params(branch=MAGIC_COOKIE + ids())
+    out.add("Via", str(via))
+    out.add("Max-Forwards", str(max_forwards))
+    out.add("From", str(from_address))
+    out.add("To", str(Address(to_uri)))
+    out.add("Call-ID", call_id)
+    out.add("CSeq", "1 INVITE")
+    out.add("Contact", str(local.contact(flow)))
+    out.add("Allow", ALLOW)
+    out.add("Supported", SUPPORTED)
+    out.add("User-Agent", user_agent)
+    for name, value in headers:
+        out.add(name, value)
+    if body:
+        out.add("Content-Type", content_type)
+    return Request("INVITE", uri, out, body)
+
+
+def build_reboot_notify(
+    local: LocalAddresses, ids: IdSource, *, uri: URI, flow: Flow, user_agent: str
+) -> Request:
+    """`NOTIFY Event: check-sync;reboot=true` (the de-facto resync request of Polycom, Cisco,
+    Yealink, Snom and Asterisk's `pjsip send notify`): out of dialog, to the phone's contact."""
+    out = Headers()
+    via = local.via(flow).with_params(branch=MAGIC_COOKIE + ids())
+    out.add("Via", str(via))
+    out.add("Max-Forwards", "70")
+    host, port = local.sent_by(flow)
+    host = f"[{host}]" if ":" in host else host
+    out.add(
+        "From", str(Address(URI("sip", user="callkeeper", host=host, port=port)).with_tag(ids()))
+    )
+    out.add("To", str(Address(uri)))
+    out.add("Call-ID", f"{ids()}-reboot@callkeeper")
+    out.add("CSeq", "1 NOTIFY")
+    out.add("Contact", str(local.contact(flow)))
+    out.add("Event", "check-sync;reboot=true")
+    out.add("Subscription-State", "terminated;reason=noresource")
+    out.add("User-Agent", user_agent)
+    return Request("NOTIFY", uri, out)

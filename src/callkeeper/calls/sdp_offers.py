@@ -1,0 +1,45 @@
+"""The SDP bodies of the recovery engine's own offers, from the bytes the legs carry.
+
+Each returns None when there is nothing sound to offer (no SDP on the call, or SDP we cannot
+parse — the B2BUA relays bodies it does not understand, so that can happen); the engine then
+skips the renegotiation rather than send a broken body.
+"""
+
+from __future__ import annotations
+
+from callkeeper.sdp import SdpError, make_hold_offer, make_unhold_offer, parse_sdp, rebase_origin
+from callkeeper.sdp.model import SessionDescription
+
+
+def _parse(body: bytes | None) -> SessionDescription | None:
+    if not body:
+        return None
+    try:
+        return parse_sdp(body)
+    except SdpError:
+        return None
+
+
+def hold(last_sent: bytes | None) -> bytes | None:
+    """The hold re-offer for a party, from the last SDP we sent it."""
+    session = _parse(last_sent)
+    return make_hold_offer(session).to_bytes() if session is not None else None
+
+
+def unhold(new_party: bytes | None, last_sent: bytes | None) -> bytes | None:
+    """Connect a party to the streams in `new_party`, under the `o=` line it knows from us."""
+    new, previous = _parse(new_party), _parse(last_sent)
+    if new is None or previous is None:
+        return None
+    return make_unhold_offer(new, previous).to_bytes()
+
+
+def reoffer(survivor: bytes | None, last_sent: bytes | None) -> bytes | None:
+    """A re-INVITE offer on a returning phone's old dialog: the survivor's streams, under the
+    `o=` line we used on that dialog (version + 1)."""
+    new, previous = _parse(survivor), _parse(last_sent)
+    if new is None:
+        return None
+    if previous is None:
+        return new.to_bytes()
+    return rebase_origin(new, previous).to_bytes()
