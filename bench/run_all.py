@@ -25,6 +25,7 @@ BENCHES = [
     "store_bench",
     "options_bench",
     "b2bua_bench",
+    "recovery_bench",
     "call_memory",
     "fuzz_long",
 ]
