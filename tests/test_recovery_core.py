@@ -467,3 +467,29 @@ def test_de_registering_mid_call_moves_the_call_at_once() -> None:
     assert network.one(ALICE1, "CANCEL")
     assert "m=audio 6800" in call.answer_reinvite(5000).body.decode()
     assert call.state is CallState.ACTIVE
+
+
+def test_when_both_parties_fail_and_neither_returns_the_call_ends_cleanly() -> None:
+    network = make_network()
+    network.up.add(CALLER)
+    register = (
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bK-rc\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=rc\r\nTo: <sip:carol@127.0.0.1>\r\n"
+        "Call-ID: regc@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:carol@{CALLER[0]}:{CALLER[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    network.send(register, CALLER)
+    assert network.take(CALLER, status=200)
+    call = Call(network)
+    network.up.discard(CALLER)
+    network.up.discard(ALICE1)
+    deadline = network.now + 6
+    while call.state is CallState.ACTIVE and network.now < deadline:
+        network.run(0.1)
+    assert call.state is CallState.HOLDING
+    network.run(GRACE + 1)
+    assert call.state is CallState.ENDED
+    (lost,) = [e for e in events(network) if isinstance(e, CallLost)]
+    assert lost.reason == "both parties failed"
+    assert network.core.calls_view(lambda t: t) == []
