@@ -493,3 +493,20 @@ def test_when_both_parties_fail_and_neither_returns_the_call_ends_cleanly() -> N
     (lost,) = [e for e in events(network) if isinstance(e, CallLost)]
     assert lost.reason == "both parties failed"
     assert network.core.calls_view(lambda t: t) == []
+
+
+def test_a_silent_old_dialog_is_given_two_seconds_then_the_phone_is_rung_anew() -> None:
+    network = make_network()
+    call = Call(network)
+    fail_alice1(network, call)
+    network.up.add(ALICE1)
+    network.run(1.5)
+    old = network.one(ALICE1, "INVITE")
+    assert old.call_id == call.b_invite.call_id
+    network.run(2.1)  # no answer to the old dialog's re-INVITE
+    (new,) = [r for r in network.requests(ALICE1, "INVITE") if r.call_id != old.call_id]
+    assert new.headers.get("call-info") == "<sip:callkeeper>;answer-after=0"
+    network.send(reply(new, 200, ALICE1, to_tag="n2", body=sdp(6010)), ALICE1)
+    assert network.one(ALICE1, "BYE").call_id == old.call_id  # the lingering old dialog
+    call.answer_reinvite(5000)
+    assert call.state is CallState.ACTIVE

@@ -180,7 +180,7 @@ def pick_up(
         if recovery is None:
             return 409
     else:
-        engine.stop_attempts(recovery, now)
+        engine.interrupt(recovery, now)
         if engine.move(call, Trigger.ASKED) is None:
             return 409
     recovery.pickup = leg
@@ -246,7 +246,7 @@ def recover(engine: RecoveryEngine, call_id: str, target: str, now: float) -> tu
         if engine.ask(call, side, contacts, "target", now) is None:
             return 409, f"the call is {call.state.value}"
         return 202, "ringing"
-    engine.stop_attempts(recovery, now)
+    engine.interrupt(recovery, now)
     if engine.move(call, Trigger.ASKED) is None:
         return 409, f"the call is {call.state.value}"
     engine.ring(recovery, contacts, "target", now)

@@ -388,18 +388,22 @@ class RecoveryEngine:
         self._own[transaction_id] = OwnReinvite(call.id, failed, "resume")
         self._timers.schedule(now + REINVITE_ANSWER_TIMEOUT, (call.id, "reinvite"))
 
-    def _old_dialog_lost(self, recovery: Recovery, now: float) -> None:
-        """The re-INVITE on the old dialog failed: the phone rebooted. Ring it anew."""
+    def _old_dialog_lost(self, recovery: Recovery, now: float, *, answered: bool) -> None:
+        """The re-INVITE on the old dialog failed: ring the phone anew. When it answered (481:
+        it rebooted) the old dialog is gone; when it stayed silent the dialog may linger on
+        the phone, so it keeps it and gets a BYE once the new leg is up."""
         self._cancel_resume_reinvite(recovery)
         failed = recovery.failed
-        if failed.dialog is not None:
+        if answered and failed.dialog is not None:
             failed.dialog.terminate()
         self._dial_back(recovery, now)
 
     def _cancel_resume_reinvite(self, recovery: Recovery) -> None:
         self._timers.cancel((recovery.call.id, "reinvite"))
         if recovery.resume_reinvite is not None:
-            self._own.pop(recovery.resume_reinvite, None)
+            own = self._own.get(recovery.resume_reinvite)
+            if own is not None:
+                own.call_id = ""  # a late 2xx is still ACKed, but moves nothing
             recovery.resume_reinvite = None
 
     def _dial_back(self, recovery: Recovery, now: float) -> None:
@@ -632,7 +636,7 @@ class RecoveryEngine:
                 self._timers.cancel((call_id, "reinvite"))
                 self._timers.schedule(now + GLARE_RETRY, (call_id, "retry-resume"))
             else:
-                self._old_dialog_lost(recovery, now)
+                self._old_dialog_lost(recovery, now, answered=status != 408)
             return
         if transaction_id != recovery.survivor_reinvite:
             return
@@ -708,6 +712,13 @@ class RecoveryEngine:
         self._events.append(CallLost(call.id, reason, now))
         self.b2bua.end_call(call, f"recovery failed: {reason}", now)
 
+    def interrupt(self, recovery: Recovery, now: float) -> None:
+        """Someone asked to move the call: whatever this recovery was trying stops (its
+        ringing, a resume re-INVITE, the grace timer); a late answer to it is hung up."""
+        self._timers.cancel((recovery.call.id, "grace"))
+        self._cancel_resume_reinvite(recovery)
+        self.stop_attempts(recovery, now)
+
     def give_up(self, recovery: Recovery, trigger: Trigger, now: float) -> None:
         """An asked-for move that did not happen: the call goes on as it was."""
         if self.move(recovery.call, trigger) is None:
@@ -757,7 +768,7 @@ class RecoveryEngine:
             elif kind == "ring":
                 self._step_failed(recovery, now)
             elif kind == "reinvite":
-                self._old_dialog_lost(recovery, now)
+                self._old_dialog_lost(recovery, now, answered=False)
             elif kind == "retry-resume":
                 if recovery.call.state is CallState.RESUMING:
                     self._send_resume_reinvite(recovery, now)
