@@ -510,3 +510,17 @@ def test_a_silent_old_dialog_is_given_two_seconds_then_the_phone_is_rung_anew() 
     assert network.one(ALICE1, "BYE").call_id == old.call_id  # the lingering old dialog
     call.answer_reinvite(5000)
     assert call.state is CallState.ACTIVE
+
+
+def test_the_calls_view_shows_the_recovery_in_progress() -> None:
+    network = make_network()
+    call = Call(network)
+    assert "recovery" not in network.core.call_view(call.call_id, lambda t: t)
+    fail_alice1(network, call)
+    view = network.core.call_view(call.call_id, lambda t: t)
+    assert view["state"] == "holding" and view["recoveries"] == 1
+    recovery = view["recovery"]
+    assert recovery["reason"] == "timeout" and recovery["step"] is None
+    assert recovery["grace_until"] == pytest.approx(recovery["since"] + GRACE)
+    callee = next(leg for leg in view["legs"] if leg["role"] == "callee")
+    assert recovery["failed_endpoint"] == callee["endpoint"]

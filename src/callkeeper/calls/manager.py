@@ -19,7 +19,7 @@ from callkeeper.calls import handover
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
 from callkeeper.calls.locals import LocalAddresses
-from callkeeper.calls.model import LegState
+from callkeeper.calls.model import Call, LegState
 from callkeeper.calls.recovery import RecoveryEngine
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
 from callkeeper.calls.watch import EndpointWatch
@@ -156,11 +156,24 @@ class CallManager:
 
     # --- views ------------------------------------------------------------------------------
     def calls_view(self, wall: Wall) -> list[dict[str, Any]]:
-        return [call_view(call, wall) for call in self.b2bua.calls.values()]
+        return [self._call_view(call, wall) for call in self.b2bua.calls.values()]
 
     def call_view(self, call_id: str, wall: Wall) -> dict[str, Any] | None:
         call = self.b2bua.calls.get(call_id)
-        return call_view(call, wall) if call is not None else None
+        return self._call_view(call, wall) if call is not None else None
+
+    def _call_view(self, call: Call, wall: Wall) -> dict[str, Any]:
+        view = call_view(call, wall)
+        recovery = self.recovery.recoveries.get(call.id)
+        if recovery is not None:
+            view["recovery"] = {
+                "failed_endpoint": recovery.failed.endpoint,
+                "reason": recovery.reason,
+                "since": wall(recovery.started),
+                "step": recovery.step or None,
+                "grace_until": wall(recovery.grace_deadline),
+            }
+        return view
 
     def _calls_by_endpoint(self) -> dict[str, list[str]]:
         by_endpoint: dict[str, list[str]] = {}
