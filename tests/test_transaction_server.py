@@ -3,9 +3,12 @@ request matching (§17.2.3 and the RFC 2543 fallback), CANCEL and merged request
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 
 from callkeeper.sip.message import Request, Response
+from callkeeper.sip.transaction import TransactionLayer
 from callkeeper.sip.transaction_events import (
     CancelReceived,
     RequestReceived,
@@ -16,6 +19,7 @@ from callkeeper.sip.transaction_events import (
 )
 from callkeeper.sip.transaction_messages import build_cancel, build_non2xx_ack
 from callkeeper.sip.transaction_states import State
+from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import parse_uri
 from harness.layer_driver import LayerDriver
 from harness.messages import build_request, reparse
@@ -471,3 +475,31 @@ def test_tu_can_destroy_a_server_transaction() -> None:
     assert driver.drain() == [TransactionTerminated(tid)]
     assert driver.layer.send_response(request.create_response(200), driver.now) is None
     assert len(driver.layer) == 0 and driver.layer.get_timer() is None
+
+
+def test_a_lingering_transaction_lets_go_of_what_it_no_longer_reads() -> None:
+    """Accepted lasts 64*T1: it keeps the 2xx's bytes, not the parsed INVITE or the 2xx itself
+    (a busy server holds tens of thousands of these). The TU's retransmission of the 2xx it
+    still holds goes out as the same bytes."""
+    layer = TransactionLayer()
+    flow = Flow("udp", ("192.0.2.1", 5060), ("192.0.2.9", 5060))
+    request = invite()
+    layer.receive_request(request, flow, 0.0)
+    received = layer.next_event()
+    assert isinstance(received, RequestReceived) and received.transaction_id is not None
+    tid = received.transaction_id
+    ok = request.create_response(200, to_tag="t")
+    layer.send_response(ok, 0.0, tid)
+    sent = layer.next_event()
+    assert isinstance(sent, SendMessage) and layer.next_event() is None
+    assert layer.state_of(tid) is State.ACCEPTED
+    layer.send_response(ok, 0.5)  # found by branch, as the TU's 2xx retransmissions are
+    resent = layer.next_event()
+    assert isinstance(resent, SendMessage)
+    assert resent.retransmission and resent.data is sent.data
+    request_ref, ok_ref = weakref.ref(request), weakref.ref(ok)
+    del request, ok, received, sent, resent
+    assert request_ref() is None and ok_ref() is None
+    assert layer.state_of(tid) is State.ACCEPTED  # still absorbing INVITE retransmissions
+    layer.receive_request(invite(), flow, 1.0)
+    assert layer.next_event() is None

@@ -221,12 +221,13 @@ class RecoveryEngine:
 
     # --- inputs from the liveness monitor and the registrar -------------------------------------
     def endpoint_down(self, endpoint_id: str, reason: str, now: float) -> None:
+        held = 0
         for call in self.calls_on(endpoint_id):
             recovery = self.recoveries.get(call.id)
             if recovery is None:
                 leg = _leg_on(call, endpoint_id)
-                if leg is not None:
-                    self.start(call, leg, reason, now)
+                if leg is not None and self.start(call, leg, reason, now) is not None:
+                    held += 1
             elif recovery.survivor.endpoint == endpoint_id:
                 if self.move(call, Trigger.DOWN) is not None:
                     recovery.survivor_down = True
@@ -235,6 +236,8 @@ class RecoveryEngine:
                 self.stop_attempts(recovery, now)
                 self._cancel_resume_reinvite(recovery)
                 self._timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
+        if held and reason not in _NO_REBOOT_NEEDED:
+            self.request_reboot(endpoint_id, now)  # once per endpoint, however many calls
 
     def endpoint_back(self, endpoint_id: str, now: float) -> None:
         """A sign of life (keep-alive, REGISTER, any request) from an endpoint."""
@@ -265,7 +268,9 @@ class RecoveryEngine:
 
     # --- holding ------------------------------------------------------------------------------
     def start(self, call: Call, failed: Leg, reason: str, now: float) -> Recovery | None:
-        """`failed`'s side of an active call broke: hold the survivor, wait for it to return."""
+        """`failed`'s side of an active call broke: hold the survivor, wait for it to return.
+
+        The caller sends the failed endpoint its reboot request (once, for all its calls)."""
         survivor = call.other(failed)
         if survivor is None or self.move(call, Trigger.DOWN) is None:
             return None
@@ -287,8 +292,6 @@ class RecoveryEngine:
         if survivor.local_sdp is not None:
             recovery.held = True
             self._reinvite_survivor(recovery, "hold", now)
-        if failed.endpoint is not None and reason not in _NO_REBOOT_NEEDED:
-            self.request_reboot(failed.endpoint, now)
         self._timers.schedule(recovery.grace_deadline, (call.id, "grace"))
         return recovery
 

@@ -7,6 +7,7 @@ stops, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -164,8 +165,29 @@ def _reload(running: RunningServer) -> None:
     log.info("configuration reloaded", users=len(config.users), trunks=len(config.trunks))
 
 
+# Thresholds of the cyclic garbage collector once the server runs. The core allocates a few
+# thousand small objects per call, nearly all freed by reference counting within the call; at
+# CPython's default (700, 10, 10) those alive at a young collection are promoted, and every
+# few seconds a full collection walks all of them plus the tens of thousands of transactions
+# lingering in Completed/Accepted — 0.4-0.9 s pauses (SIPp retransmits after 0.5 s) that
+# found no garbage. With 10,000 allocations between young collections an object must outlive
+# about a hundred calls' worth of allocations to reach the old generation, a middle collection
+# (at most 10 x 10,000 young objects) takes tens of milliseconds, and full collections come
+# after ten times as many middle ones. They still run: reference cycles are still freed.
+GC_THRESHOLDS = (10_000, 10, 100)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (modules, config, the directory: it lives as long as the
+    process) so no collection walks it again, and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def run_server(config: Config, config_path: Path | None = None) -> None:
     running = await start_server(config, config_path=config_path)
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

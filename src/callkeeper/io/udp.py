@@ -16,6 +16,11 @@ log = structlog.get_logger(__name__)
 
 DatagramHandler = Callable[[bytes, Flow], None]
 
+# Flows by the peer's socket address, so a datagram from a known peer costs a dict look-up
+# instead of a new Flow (a frozen dataclass: slow to build) — and the transactions and calls
+# that keep the flow share one object. Bounded: cleared when full.
+FLOW_CACHE_SIZE = 4096
+
 
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: DatagramHandler) -> None:
@@ -23,6 +28,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.send_errors = 0
+        self._flows: dict[object, Flow] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but behaves as one.
@@ -31,8 +37,14 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.local = (sockname[0], sockname[1])
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        remote = (str(addr[0]), int(addr[1]))  # type: ignore[arg-type]
-        self._on_datagram(data, Flow("udp", remote, self.local))
+        flow = self._flows.get(addr)
+        if flow is None:
+            remote = (str(addr[0]), int(addr[1]))  # type: ignore[arg-type]
+            flow = Flow("udp", remote, self.local)
+            if len(self._flows) >= FLOW_CACHE_SIZE:
+                self._flows.clear()
+            self._flows[addr] = flow
+        self._on_datagram(data, flow)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable arrives here on Linux; the peer is gone, nothing to do now.

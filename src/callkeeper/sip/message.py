@@ -94,7 +94,8 @@ def new_cseq(
 class Message:
     """What requests and responses share: headers, body and parsed views of key headers."""
 
-    __slots__ = ("_cache", "_received", "body", "headers", "version")
+    # __weakref__: a finished transaction remembers the TU's 2xx only weakly (transaction.py).
+    __slots__ = ("__weakref__", "_cache", "_received", "body", "headers", "version")
 
     def __init__(
         self, headers: Headers | None = None, body: bytes = b"", version: str = SIP_VERSION

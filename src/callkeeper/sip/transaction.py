@@ -34,6 +34,7 @@ another branch — the same request forked back to us), which the TU never sees.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,13 @@ TimerKey = tuple[int, Input]  # (transaction id, timer)
 
 
 class _Transaction:
-    """One transaction's state. Client and server share the record: most fields are common."""
+    """One transaction's state. Client and server share the record: most fields are common.
+
+    Once a transaction has its final response it only lingers to absorb retransmissions
+    (Completed, Confirmed, Accepted: up to 64*T1 = 32 s, so a busy server holds tens of
+    thousands of them). `_linger` then drops what those states never read — the request and,
+    in Accepted, the strong hold on the 2xx — keeping the wire bytes they resend.
+    """
 
     __slots__ = (
         "ack",
@@ -115,6 +122,7 @@ class _Transaction:
         "request_data",
         "response",
         "response_data",
+        "sent_2xx",
         "state",
         "visible",
     )
@@ -125,12 +133,16 @@ class _Transaction:
         self.id = txn_id
         self.machine = machine
         self.state = machine.initial
-        self.request = request
+        # The request; None once the transaction lingers (no action there reads it).
+        self.request: Request | None = request
         self.flow = flow
         self.key = key
         self.request_data = b""
         self.response: Response | None = None  # the last response sent (server side)
         self.response_data = b""
+        # In Accepted (INVITE server): the TU's 2xx, held weakly — the TU retransmits that very
+        # object until the ACK comes (same bytes again), then lets it go; so can we.
+        self.sent_2xx: weakref.ref[Response] | None = None
         self.ack: Request | None = None  # the ACK for a non-2xx final (INVITE client)
         self.ack_data = b""
         self.interval = 0.0  # current retransmission interval of Timer A, E or G
@@ -369,7 +381,7 @@ class TransactionLayer:
     @staticmethod
     def _legacy_ack_matches(txn: _Transaction, ack: Request) -> bool:
         """RFC 2543 ACKs also match on the To tag of the response they acknowledge."""
-        sent = txn.response
+        sent = txn.response  # kept strongly for RFC 2543 transactions (see `_linger`)
         return sent is None or sent.to_addr.tag == ack.to_addr.tag
 
     # --- transaction lifecycle ----------------------------------------------------------------
@@ -458,6 +470,8 @@ class TransactionLayer:
         if state is State.TERMINATED:
             self._release(txn)
             return
+        if state in _LINGERING:
+            _linger(txn)
         running = timers.get(state, ())
         for timer in previous:
             if timer not in running:
@@ -501,6 +515,7 @@ class TransactionLayer:
             if txn.response is not None:
                 self._send(txn, txn.response, txn.response_data, True)
         elif action is Action.RESEND_REQUEST:
+            assert txn.request is not None  # Calling, Trying, Proceeding: not lingering yet
             self._send(txn, txn.request, txn.request_data, True)
         elif action is Action.RESTART_DOUBLED:
             self._restart(txn, event, now, txn.interval * 2)
@@ -509,6 +524,7 @@ class TransactionLayer:
         elif action is Action.RESTART_AT_T2:
             self._restart(txn, event, now, self.settings.t2)
         elif action is Action.SEND_TRYING:  # the TU sent nothing: any response stops the timer
+            assert txn.request is not None  # Proceeding
             self._send_response(txn, txn.request.create_response(100))
         elif action is Action.STOP_TRYING_TIMER:
             self._timers.cancel((txn.id, Input.TIMER_TRYING))
@@ -516,7 +532,7 @@ class TransactionLayer:
             assert isinstance(message, Request) and flow is not None
             self._events.append(RequestReceived(txn.id, message, flow))
         elif action is Action.SEND_ACK:
-            assert isinstance(message, Response)
+            assert isinstance(message, Response) and txn.request is not None
             txn.ack = ack = build_non2xx_ack(txn.request, message)
             txn.ack_data = ack.to_bytes()
             self._send(txn, ack, txn.ack_data, False)
@@ -537,11 +553,15 @@ class TransactionLayer:
         self._events.append(SendMessage(message, txn.flow, data, txn.id, again))
 
     def _send_response(self, txn: _Transaction, response: Response) -> None:
-        if response is txn.response:  # the TU's own 2xx retransmission: same bytes again
+        sent_2xx = txn.sent_2xx
+        if response is txn.response or (sent_2xx is not None and sent_2xx() is response):
+            # the TU's own 2xx retransmission: same bytes again
             self._send(txn, response, txn.response_data, True)
             return
         txn.response = response
         txn.response_data = response.to_bytes()
+        if txn.state is State.ACCEPTED:  # a second 2xx (another fork's): lingers like the first
+            _linger(txn)
         self._send(txn, response, txn.response_data, False)
 
     def _restart(self, txn: _Transaction, timer: Input, now: float, interval: float) -> None:
@@ -550,3 +570,28 @@ class TransactionLayer:
 
 
 _RETRANSMIT_TIMERS = frozenset({Input.TIMER_A, Input.TIMER_E, Input.TIMER_G})
+
+# The states a transaction only lingers in, after its final response (see `_Transaction`).
+_LINGERING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED})
+
+
+def _linger(txn: _Transaction) -> None:
+    """Drop what a transaction in Completed, Confirmed or Accepted never reads again.
+
+    What each keeps (the transition tables): a client its ACK for a non-2xx final (Completed:
+    resent on a response retransmission); a server its last response and its bytes
+    (Completed: resent on a request retransmission and by Timer G), in Accepted only the
+    bytes, with the 2xx held weakly (the TU's own retransmissions of it) — strongly for an RFC
+    2543 transaction, whose ACK matching reads the response's To tag; in Confirmed nothing.
+    """
+    txn.request = None
+    txn.request_data = b""
+    state = txn.state
+    if state is State.CONFIRMED:
+        txn.response = None
+        txn.response_data = b""
+    elif state is State.ACCEPTED and not txn.machine.client:
+        response = txn.response
+        if response is not None and txn.legacy_response_key is None:
+            txn.sent_2xx = weakref.ref(response)
+            txn.response = None
