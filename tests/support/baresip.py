@@ -167,6 +167,10 @@ class BaresipCtl:
     def accept(self) -> dict[str, Any]:
         return self.command("accept")
 
+    def list_calls(self) -> str:
+        """The menu's `listcalls` text: one line per call (empty-ish when there is none)."""
+        return str(self.command("listcalls").get("data", ""))
+
 
 @dataclass
 class Baresip:
@@ -252,10 +256,13 @@ class Baresip:
     def aor(self) -> str:
         return f"sip:{self.name}@127.0.0.1:{self.registrar_port}"
 
-    def start(self) -> Baresip:
+    def start(self, *, keep_log: bool = False) -> Baresip:
+        """Write the config and run baresip. Starting again after `kill()` reuses the workdir:
+        the same ports, account and `uuid` file (so the same +sip.instance: callkeeper sees the
+        same endpoint come back); `keep_log` appends to the old log instead of replacing it."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab" if keep_log else "wb")
         # -s: SIP trace on stdout, so the log holds every message sent and received
         self.process = subprocess.Popen(
             [baresip_binary(), "-f", str(self.workdir), "-s"],
@@ -289,6 +296,19 @@ class Baresip:
                 code = self.process.wait(grace)
         if self.process.poll() is None:
             self.process.kill()
+        code = self.process.wait()
+        self._log.close()
+        return code
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash or power cut: no un-REGISTER, no BYE; its sockets close (so
+        what is sent to it meets ICMP port unreachable). Only this process, by its PID."""
+        assert self.process is not None
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
         code = self.process.wait()
         self._log.close()
         return code

@@ -231,7 +231,11 @@ class RecoveryEngine:
             elif recovery.survivor.endpoint == endpoint_id:
                 if self.move(call, Trigger.DOWN) is not None:
                     recovery.survivor_down = True
-            elif recovery.failed.endpoint == endpoint_id and call.state is CallState.RESUMING:
+            elif (
+                recovery.failed.endpoint == endpoint_id
+                and call.state is CallState.RESUMING
+                and reason != "reset"  # re-registered after a reboot: the resume copes (481)
+            ):
                 self.move(call, Trigger.DOWN)
                 self.stop_attempts(recovery, now)
                 self._cancel_resume_reinvite(recovery)
