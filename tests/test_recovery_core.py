@@ -472,14 +472,7 @@ def test_de_registering_mid_call_moves_the_call_at_once() -> None:
 def test_when_both_parties_fail_and_neither_returns_the_call_ends_cleanly() -> None:
     network = make_network()
     network.up.add(CALLER)
-    register = (
-        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bK-rc\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=rc\r\nTo: <sip:carol@127.0.0.1>\r\n"
-        "Call-ID: regc@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:carol@{CALLER[0]}:{CALLER[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
-    network.send(register, CALLER)
+    network.send(_register_carol(), CALLER)
     assert network.take(CALLER, status=200)
     call = Call(network)
     network.up.discard(CALLER)
@@ -524,3 +517,49 @@ def test_the_calls_view_shows_the_recovery_in_progress() -> None:
     assert recovery["grace_until"] == pytest.approx(recovery["since"] + GRACE)
     callee = next(leg for leg in view["legs"] if leg["role"] == "callee")
     assert recovery["failed_endpoint"] == callee["endpoint"]
+
+
+def test_when_both_fail_whichever_returns_first_waits_held_for_the_other() -> None:
+    network = make_network()
+    network.up.add(CALLER)
+    network.send(_register_carol(), CALLER)
+    assert network.take(CALLER, status=200)
+    call = Call(network)
+    fail_alice1(network, call)  # alice first: carol is held
+    network.up.discard(CALLER)  # then carol goes silent too
+    network.run(4)
+    engine = network.core.recovery
+    assert engine.recoveries[call.call_id].survivor_down
+    network.up.add(ALICE1)  # alice comes back first: re-attached, but held (carol is gone)
+    network.run(1.5)
+    reinvite = network.one(ALICE1, "INVITE")
+    assert "a=sendonly" in reinvite.body.decode()
+    network.send(reply(reinvite, 200, ALICE1, body=sdp(6002, "recvonly", "alice 1 2")), ALICE1)
+    assert call.state is CallState.HOLDING
+    recovery = engine.recoveries[call.call_id]
+    assert recovery.failed.endpoint is not None and recovery.failed is not recovery.survivor
+    network.take(CALLER)
+    network.up.add(CALLER)  # carol returns within her grace: resumed on her old dialog
+    network.run(1.5)
+    to_carol = network.one(CALLER, "INVITE")
+    assert "a=sendrecv" in to_carol.body.decode() and "m=audio 6002" in to_carol.body.decode()
+    network.send(
+        reply(to_carol, 200, CALLER, to_tag="ct", body=sdp(5000, origin="carol 7 9")), CALLER
+    )
+    unhold = network.one(ALICE1, "INVITE")
+    assert "a=sendrecv" in unhold.body.decode() and "m=audio 5000" in unhold.body.decode()
+    network.send(reply(unhold, 200, ALICE1, body=sdp(6002, origin="alice 1 3")), ALICE1)
+    assert call.state is CallState.ACTIVE
+    held = [e for e in events(network) if isinstance(e, CallHeld)]
+    assert [h.reason for h in held] == ["timeout", "both parties failed"]
+    assert engine.stats.outcomes["resumed"] == 1 and engine.stats.outcomes["lost"] == 0
+
+
+def _register_carol() -> str:
+    return (
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bK-rc\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=rc\r\nTo: <sip:carol@127.0.0.1>\r\n"
+        "Call-ID: regc@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:carol@{CALLER[0]}:{CALLER[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )

@@ -119,7 +119,8 @@ class Recovery:
     winner_step: str = ""
     survivor_reinvite: int | None = None
     survivor_owed: str | None = None  # a re-INVITE to send once the one in flight completes
-    survivor_down: bool = False
+    survivor_down: bool = False  # both parties failed: the survivor is DOWN too
+    survivor_down_at: float = 0.0
     # Asked-for moves (handover.py): the old leg stays connected until the new one answers.
     keep_old_until_answer: bool = False
     referred: bool = False  # started by the failed side's REFER: report progress to it
@@ -229,8 +230,9 @@ class RecoveryEngine:
                 if leg is not None and self.start(call, leg, reason, now) is not None:
                     held += 1
             elif recovery.survivor.endpoint == endpoint_id:
-                if self.move(call, Trigger.DOWN) is not None:
+                if self.move(call, Trigger.DOWN) is not None and not recovery.survivor_down:
                     recovery.survivor_down = True
+                    recovery.survivor_down_at = now
             elif (
                 recovery.failed.endpoint == endpoint_id
                 and call.state is CallState.RESUMING
@@ -387,6 +389,8 @@ class RecoveryEngine:
         if contact is not None:
             failed.flow = contact.flow  # a phone back on a new connection answers on that one
         offer = sdp_offers.reoffer(recovery.survivor_sdp, failed.local_sdp)
+        if recovery.survivor_down:
+            offer = sdp_offers.held(offer)  # it comes back to a party that is still gone
         transaction_id = self._send_reinvite(failed, offer, now) if offer is not None else None
         if transaction_id is None:
             self._dial_back(recovery, now)
@@ -462,6 +466,8 @@ class RecoveryEngine:
         caller = survivor.user or (call.callee if survivor is call.b else None) or "callkeeper"
         callee = failed.user or (call.callee if failed is call.b else None) or "callkeeper"
         body = recovery.survivor_sdp or b""
+        if recovery.survivor_down:
+            body = sdp_offers.held(body) or b""
         extra = list(headers)
         for contact in contacts:
             leg = Leg(
@@ -680,7 +686,30 @@ class RecoveryEngine:
             self._unindex(failed.endpoint, call.id)
             self._index(leg.endpoint, call.id)
             self.routes.leg_moved(failed.endpoint, leg.endpoint, now)
+        if recovery.survivor_down and call.state is CallState.RESUMING:
+            self._wait_for_the_other_side(recovery, leg, now)
+            return
         self._reinvite_survivor(recovery, "unhold", now)
+
+    def _wait_for_the_other_side(self, recovery: Recovery, returned: Leg, now: float) -> None:
+        """Both parties failed and this one came back first (it was offered held media): it
+        becomes the survivor, held, and the other side gets its own grace from when it failed."""
+        call = recovery.call
+        other = recovery.survivor
+        recovery.failed, recovery.survivor = other, returned
+        recovery.survivor_sdp = sdp_offers.sendrecv(returned.remote_sdp)
+        recovery.survivor_down = False
+        recovery.held = True
+        recovery.winner, recovery.winner_step, recovery.step = None, "", ""
+        recovery.back_at = None
+        recovery.reason = "both parties failed"
+        recovery.user = other.user
+        recovery.steps = list(self.fallback) if other.user is not None else []
+        recovery.keep_old_until_answer = False
+        recovery.grace_deadline = recovery.survivor_down_at + self.grace
+        self.move(call, Trigger.DOWN)  # resuming → holding, now for the other side
+        self._events.append(CallHeld(call.id, other.endpoint, recovery.reason, now))
+        self._timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
 
     def _bridged(self, recovery: Recovery, now: float) -> None:
         call = recovery.call

@@ -7,7 +7,15 @@ skips the renegotiation rather than send a broken body.
 
 from __future__ import annotations
 
-from callkeeper.sdp import SdpError, make_hold_offer, make_unhold_offer, parse_sdp, rebase_origin
+from callkeeper.sdp import (
+    Direction,
+    SdpError,
+    make_hold_offer,
+    make_unhold_offer,
+    parse_sdp,
+    rebase_origin,
+)
+from callkeeper.sdp.hold import held_direction
 from callkeeper.sdp.model import SessionDescription
 
 
@@ -43,3 +51,26 @@ def reoffer(survivor: bytes | None, last_sent: bytes | None) -> bytes | None:
     if previous is None:
         return new.to_bytes()
     return rebase_origin(new, previous).to_bytes()
+
+
+def held(body: bytes | None) -> bytes | None:
+    """`body` (already a new offer) with every open stream on hold, version unchanged."""
+    session = _parse(body)
+    if session is None:
+        return body
+    for media in session.media:
+        if media.port != 0:
+            media.set_direction(held_direction(session.direction_of(media)))
+    return session.to_bytes()
+
+
+def sendrecv(body: bytes | None) -> bytes | None:
+    """`body` with every open stream both ways: a held party's answer, made fit to offer on."""
+    session = _parse(body)
+    if session is None:
+        return body
+    session.set_direction(None)
+    for media in session.media:
+        if media.port != 0:
+            media.set_direction(Direction.SENDRECV)
+    return session.to_bytes()
