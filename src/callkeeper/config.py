@@ -160,6 +160,19 @@ class MediaSection(BaseModel):
     # relay and rtpengine arrive with the media plane; until then the B2BUA passes SDP through.
     mode: Literal["relay", "rtpengine", "off"] = "off"
     rtp_ports: str = "20000-29999"
+    # The IP phones send RTP to (relay mode); default: the first non-wildcard SIP listen host.
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("must be an IP address") from None
+        return value
+
     rtpengine: str = "udp:127.0.0.1:2223"
 
     @field_validator("rtp_ports")

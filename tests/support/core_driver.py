@@ -29,6 +29,7 @@ class CoreDriver:
     config: Config
     now: float = 1000.0
     sent: list[Sent] = field(default_factory=list)
+    commands: list[object] = field(default_factory=list)  # everything but Transmit
 
     def __post_init__(self) -> None:
         self.core = CallManager(
@@ -52,8 +53,11 @@ class CoreDriver:
 
     def _collect(self) -> None:
         while (command := self.core.next_command()) is not None:
-            if isinstance(command, Transmit) and command.data.strip():
-                self.sent.append(Sent(command.flow, parse_message(command.data)))
+            if isinstance(command, Transmit):
+                if command.data.strip():
+                    self.sent.append(Sent(command.flow, parse_message(command.data)))
+            else:
+                self.commands.append(command)
 
     def take(self, to: tuple[str, int] | None = None) -> list[Message]:
         """Messages sent (to `to`, if given) since the last take, oldest first."""

@@ -23,6 +23,7 @@ from callkeeper.calls import session_timer
 from callkeeper.calls.dialing import build_invite, new_call_id
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
+from callkeeper.calls.media_anchor import MediaAnchor
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
 from callkeeper.sip.address import Address
 from callkeeper.sip.capabilities import ALLOW, SUPPORTED
@@ -127,6 +128,7 @@ class B2BUA:
         self._abandon: TimerHeap[int] = TimerHeap()
         self._events: deque[CallEvent] = deque()
         self.hooks: RecoveryHooks | None = None
+        self.media: MediaAnchor | None = None  # media.mode = "relay": SDP names our ports
 
     # --- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -250,6 +252,8 @@ class B2BUA:
             if value is not None:
                 headers.append((name.title(), value))
         body = a_invite.body
+        if _is_sdp(a_invite):
+            body = self.sdp_to(call, call.a, fork, body)
         if body:
             fork.local_sdp = body
         invite = build_invite(
@@ -332,6 +336,8 @@ class B2BUA:
                 # A losing fork can send nothing more that needs its INVITE: let it go.
                 call.forks.remove(fork)
                 self._own_call_ids.pop(fork.call_id, None)
+                if self.media is not None:
+                    self.media.release_leg(fork)
         self._relays.pop(transaction_id, None)
         self._refreshes.pop(transaction_id, None)
         self._invites.pop(transaction_id, None)
@@ -367,8 +373,10 @@ class B2BUA:
         relayed.headers.add("Contact", str(self.local.contact(a.flow)))
         if _is_sdp(response):
             relayed.headers.add("Content-Type", "application/sdp")
-            relayed.body = response.body
-            a.local_sdp = response.body
+            relayed.body = self.sdp_to(call, fork, a, response.body)
+            a.local_sdp = relayed.body
+            if self.media is not None:
+                self.media.connect(a, fork)  # early media: ringback, announcements
         if a.dialog is not None:
             a.dialog.send_response(relayed)
         a.state = LegState.EARLY
@@ -419,7 +427,11 @@ class B2BUA:
         if response.body:
             headers.add("Content-Type", response.headers.get("content-type") or "application/sdp")
             answer.body = response.body
-            a.local_sdp = response.body if _is_sdp(response) else a.local_sdp
+            if _is_sdp(response):
+                answer.body = self.sdp_to(call, fork, a, response.body)
+                a.local_sdp = answer.body
+        if self.media is not None:
+            self.media.connect(a, fork)
         if a.dialog is not None:
             a.dialog.send_response(answer)
         a.state = LegState.CONFIRMED
@@ -434,6 +446,8 @@ class B2BUA:
     def _fork_failure(self, call: Call, fork: Leg, response: Response, now: float) -> None:
         fork.final_response = response
         fork.state = LegState.TERMINATED
+        if self.media is not None:
+            self.media.release_leg(fork)  # it will send no media now
         if call.state is not CallState.SETUP or call.b is not None:
             return
         if all(f.state is LegState.TERMINATED for f in call.forks):
@@ -488,17 +502,19 @@ class B2BUA:
         call.ack_target = None
         if target is None or target.dialog is None:
             return
+        body = request.body
         if _is_sdp(request):
             leg.remote_sdp = request.body
-            target.local_sdp = request.body
+            body = self.sdp_to(call, leg, target, body)
+            target.local_sdp = body
         if call.b is target and leg is call.a:
             # Set-up is over: the INVITEs were only needed to answer and cancel them. Keeping
             # them would double what an established call costs in memory.
             call.a.invite = None
             target.invite = None
-        content_type = request.headers.get("content-type") if request.body else None
+        content_type = request.headers.get("content-type") if body else None
         ack = target.dialog.create_ack(
-            self.local.via(target.flow), body=request.body, content_type=content_type
+            self.local.via(target.flow), body=body, content_type=content_type
         )
         target.ack = ack
         self.endpoint.send_stateless(ack, target.flow)
@@ -567,16 +583,19 @@ class B2BUA:
             (name, value) for name, value in request.headers if name.lower() in _RELAYED_HEADERS
         ]
         content_type = request.headers.get("content-type") if request.body else None
+        body = request.body
+        if _is_sdp(request):
+            body = self.sdp_to(call, from_leg, to_leg, body)
         outgoing = to_leg.dialog.create_request(
             request.method,
             self.local.via(to_leg.flow),
-            body=request.body,
+            body=body,
             content_type=content_type,
             headers=extra,
         )
         if request.method == "INVITE" and _is_sdp(request):
             from_leg.remote_sdp = request.body
-            to_leg.local_sdp = request.body
+            to_leg.local_sdp = body
         client_txn = self.endpoint.send_request(outgoing, to_leg.flow, now)
         self._relays[client_txn] = Relay(call, from_leg, to_leg, server_txn, request)
 
@@ -603,6 +622,8 @@ class B2BUA:
                 "Content-Type", response.headers.get("content-type") or "application/sdp"
             )
             answer.body = response.body
+            if _is_sdp(response):
+                answer.body = self.sdp_to(call, to_leg, from_leg, response.body)
         for name, value in response.headers:
             if name.lower() in ("session-expires", "require", "event", "allow-events"):
                 answer.headers.add(name, value)
@@ -618,7 +639,7 @@ class B2BUA:
         if method == "INVITE" and 200 <= status < 300:
             if _is_sdp(response):
                 to_leg.remote_sdp = response.body
-                from_leg.local_sdp = response.body
+                from_leg.local_sdp = answer.body
             self._expect_ack(call, from_leg, to_leg, answer, now)
         self.endpoint.send_response(answer, now, relay.server_transaction)
         if response.status == 481 and to_leg.dialog is not None:
@@ -739,6 +760,11 @@ class B2BUA:
             # 491 glare, 5xx ...: try again a little later, within the interval.
             self._timers.schedule(now + 4 * self.timers.t1, (call.id, f"refresh:{leg.id}"))
 
+    def sdp_to(self, call: Call, from_leg: Leg, to_leg: Leg, body: bytes) -> bytes:
+        """An SDP body from `from_leg` as `to_leg` must get it: as is, or naming our relay."""
+        media = self.media
+        return body if media is None or not body else media.rewrite(call, from_leg, to_leg, body)
+
     # --- legs the recovery engine moves -------------------------------------------------------------
     def bind_leg(self, call: Call, leg: Leg) -> None:
         """Route `leg`'s in-dialog requests to `call` (a leg the recovery engine connected)."""
@@ -766,6 +792,8 @@ class B2BUA:
         self._timers.cancel((call.id, f"refresh:{leg.id}"))
         self._timers.cancel((call.id, f"expire:{leg.id}"))
         leg.state = LegState.TERMINATED
+        if self.media is not None:
+            self.media.release_leg(leg)
 
     def bye(self, leg: Leg, now: float) -> None:
         """Best-effort BYE of a confirmed leg; its dialog ends here either way."""
@@ -843,6 +871,8 @@ class B2BUA:
             self._timers.cancel((call.id, f"refresh:{leg.id}"))
             self._timers.cancel((call.id, f"expire:{leg.id}"))
         del self.calls[call.id]
+        if self.media is not None:
+            self.media.release_call(call.id)
         connected = tuple(
             leg.endpoint for leg in (call.a, call.b) if leg is not None and leg.endpoint is not None
         )

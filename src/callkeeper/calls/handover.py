@@ -184,6 +184,8 @@ def pick_up(
         if engine.move(call, Trigger.ASKED) is None:
             return 409
     recovery.pickup = leg
+    if engine.b2bua.media is not None:
+        engine.b2bua.media.learn(call, leg, request.body)  # its relay side, aimed at its offer
     engine.connect(recovery, leg, "pickup", now)
     return None
 
@@ -195,7 +197,10 @@ def answer_pickup(engine: RecoveryEngine, recovery: Recovery, now: float) -> Non
         return
     response = leg.invite.create_response(200, to_tag=leg.local_tag)
     response.headers.add("Contact", str(engine.local.contact(leg.flow)))
-    answer = recovery.survivor.remote_sdp
+    survivor = recovery.survivor
+    answer = survivor.remote_sdp
+    if answer and engine.b2bua.media is not None:
+        answer = engine.b2bua.sdp_to(recovery.call, survivor, leg, answer)
     if answer:
         response.headers.add("Content-Type", "application/sdp")
         response.body = answer

@@ -19,6 +19,7 @@ from callkeeper.calls import handover
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
 from callkeeper.calls.locals import LocalAddresses
+from callkeeper.calls.media_anchor import MediaAnchor, MediaCommand, PortPool
 from callkeeper.calls.model import Call, LegState
 from callkeeper.calls.recovery import RecoveryEngine
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
@@ -120,8 +121,15 @@ class CallManager:
             grace=recovery.grace,
             fallback=recovery.fallback,
             ring_timeout=recovery.ring_timeout,
+            announce=recovery.announce,
             user_agent=config.sip.user_agent,
         )
+        self.media: MediaAnchor | None = None
+        if config.media.mode == "relay":
+            self.media = MediaAnchor(
+                media_address(config), PortPool.from_range(config.media.rtp_ports)
+            )
+            self.b2bua.media = self.media
         self._now = 0.0  # the latest input's time, for the recovery engine's questions
         self._watched_statics = False
         self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
@@ -146,7 +154,10 @@ class CallManager:
         self.config = config
         recovery = config.recovery
         self.recovery.configure(
-            grace=recovery.grace, fallback=recovery.fallback, ring_timeout=recovery.ring_timeout
+            grace=recovery.grace,
+            fallback=recovery.fallback,
+            ring_timeout=recovery.ring_timeout,
+            announce=recovery.announce,
         )
 
     def restore_bindings(self, bindings: list[Binding], now: float) -> int:
@@ -265,11 +276,13 @@ class CallManager:
         ]
         return min(deadlines) if deadlines else None
 
-    def next_command(self) -> WireCommand | RegistrarCommand | None:
+    def next_command(self) -> WireCommand | RegistrarCommand | MediaCommand | None:
         command = self.endpoint.next_command()
         if command is not None:
             return command
-        return self._commands.popleft() if self._commands else None
+        if self._commands:
+            return self._commands.popleft()
+        return self.media.next_command() if self.media is not None else None
 
     def next_event(self) -> ManagerEvent | None:
         return self._events.popleft() if self._events else None
@@ -579,3 +592,15 @@ class CallManager:
         self.endpoint.send_response(
             request.create_response(status, to_tag=to_tag), now, transaction_id
         )
+
+
+def media_address(config: Config) -> str:
+    """The address phones send RTP to: `media.address`, else the first SIP listen address that
+    is not a wildcard, else loopback."""
+    if config.media.address is not None:
+        return config.media.address
+    for listen in config.sip.listen:
+        host = listen.host.strip("[]")
+        if host not in ("0.0.0.0", "::", ""):
+            return host
+    return "127.0.0.1"

@@ -65,6 +65,9 @@ GLARE_RETRY = 2.0
 # DOWN reasons that need no reboot request: it was just sent one (the reboot API), it is
 # rebooting already (re-registered as a new instance), or it left on purpose.
 _NO_REBOOT_NEEDED = frozenset({"reset", "unregistered"})
+# How long the relay plays the goodbye prompt before a lost call's survivor gets its BYE
+# ("We could not reconnect your call. Goodbye." is about 3 s).
+GOODBYE_SECONDS = 4.0
 
 
 class Routes(Protocol):
@@ -143,6 +146,7 @@ class RecoveryEngine:
         grace: float,
         fallback: Iterable[str],
         ring_timeout: float,
+        announce: bool = True,
         user_agent: str = "callkeeper",
     ) -> None:
         self.b2bua = b2bua
@@ -154,6 +158,7 @@ class RecoveryEngine:
         self.grace = grace
         self.fallback = tuple(fallback)
         self.ring_timeout = ring_timeout
+        self.announce = announce
         self.user_agent = user_agent
         self.stats = RecoveryStats()
         self.recoveries: dict[str, Recovery] = {}  # call id → its recovery in progress
@@ -163,11 +168,15 @@ class RecoveryEngine:
         self._timers: TimerHeap[RecoveryKey] = TimerHeap()
         self._abandon: TimerHeap[int] = TimerHeap()
         self._events: deque[RecoveryEvent] = deque()
+        self._ending: dict[str, tuple[Call, str]] = {}  # lost calls playing their goodbye
         b2bua.hooks = self
 
-    def configure(self, *, grace: float, fallback: Iterable[str], ring_timeout: float) -> None:
+    def configure(
+        self, *, grace: float, fallback: Iterable[str], ring_timeout: float, announce: bool
+    ) -> None:
         """SIGHUP: new settings apply to recoveries that start from now on."""
         self.grace, self.fallback, self.ring_timeout = grace, tuple(fallback), ring_timeout
+        self.announce = announce
 
     # --- outputs ------------------------------------------------------------------------------
     def next_event(self) -> RecoveryEvent | None:
@@ -196,6 +205,8 @@ class RecoveryEngine:
 
     def call_ended(self, call_id: str, endpoints: Iterable[str], now: float) -> None:
         """The B2BUA ended the call (a BYE, a timer): release whatever recovery was running."""
+        self._ending.pop(call_id, None)
+        self._timers.cancel((call_id, "goodbye"))
         recovery = self.recoveries.pop(call_id, None)
         forget = set(endpoints)
         if recovery is not None:
@@ -295,7 +306,9 @@ class RecoveryEngine:
         self.recoveries[call.id] = recovery
         call.recoveries += 1
         self._events.append(CallHeld(call.id, failed.endpoint, reason, now))
-        if survivor.local_sdp is not None:
+        if self._announce(survivor, "reconnecting"):
+            pass  # the relay holds it: the survivor's phone is not touched
+        elif survivor.local_sdp is not None:
             recovery.held = True
             self._reinvite_survivor(recovery, "hold", now)
         self._timers.schedule(recovery.grace_deadline, (call.id, "grace"))
@@ -328,6 +341,15 @@ class RecoveryEngine:
         if contacts:
             self.ring(recovery, contacts, step, now)
         return recovery
+
+    def _announce(self, survivor: Leg, prompt: str | None) -> bool:
+        """With the media relay: play `prompt` (if announcing) then music to the survivor.
+        False without a relay side for it (media off): the caller holds it by re-INVITE."""
+        media = self.b2bua.media
+        if media is None or not media.has_side(survivor):
+            return False
+        prompts = (prompt,) if prompt is not None and self.announce else ()
+        return media.play(survivor, prompts, "music")
 
     def request_reboot(self, endpoint_id: str, now: float) -> bool:
         """Best effort: the phone may be gone; nobody waits for the NOTIFY's answer."""
@@ -389,6 +411,8 @@ class RecoveryEngine:
         if contact is not None:
             failed.flow = contact.flow  # a phone back on a new connection answers on that one
         offer = sdp_offers.reoffer(recovery.survivor_sdp, failed.local_sdp)
+        if offer is not None:
+            offer = self.b2bua.sdp_to(call, recovery.survivor, failed, offer)
         if recovery.survivor_down:
             offer = sdp_offers.held(offer)  # it comes back to a party that is still gone
         transaction_id = self._send_reinvite(failed, offer, now) if offer is not None else None
@@ -461,6 +485,8 @@ class RecoveryEngine:
         self._events.append(
             CallTransferring(call.id, step, tuple(str(c.uri) for c in contacts), now)
         )
+        if step not in ("resume", "pickup", "target", "refer"):
+            self._announce(recovery.survivor, "transferring")
         survivor, failed = recovery.survivor, recovery.failed
         # The new party sees the call as coming from the survivor, addressed to its own user.
         caller = survivor.user or (call.callee if survivor is call.b else None) or "callkeeper"
@@ -494,6 +520,10 @@ class RecoveryEngine:
                 body=body,
                 headers=extra,
             )
+            if body and self.b2bua.media is not None:
+                # Offer the new leg our relay port (its own side), not the survivor's address.
+                invite.body = self.b2bua.sdp_to(call, survivor, leg, body)
+                leg.local_sdp = invite.body
             leg.invite = invite
             transaction_id = self.endpoint.send_request(invite, contact.flow, now)
             leg.invite_transaction = transaction_id
@@ -689,6 +719,13 @@ class RecoveryEngine:
         if recovery.survivor_down and call.state is CallState.RESUMING:
             self._wait_for_the_other_side(recovery, leg, now)
             return
+        media = self.b2bua.media
+        if media is not None and media.has_side(recovery.survivor) and media.has_side(leg):
+            # The relay re-bridges: the survivor's phone keeps its session, no re-INVITE.
+            media.learn(call, leg, leg.remote_sdp or b"")
+            media.connect(recovery.survivor, leg)
+            self._bridged(recovery, now)
+            return
         self._reinvite_survivor(recovery, "unhold", now)
 
     def _wait_for_the_other_side(self, recovery: Recovery, returned: Leg, now: float) -> None:
@@ -746,6 +783,18 @@ class RecoveryEngine:
         self._release(recovery, now)
         self.stats.outcome("lost")
         self._events.append(CallLost(call.id, reason, now))
+        media = self.b2bua.media
+        survivor = recovery.survivor
+        if (
+            media is not None
+            and self.announce
+            and media.has_side(survivor)
+            and media.play(survivor, ("goodbye",), None)
+        ):
+            # Tell the survivor before hanging up: the BYE follows the prompt.
+            self._ending[call.id] = (call, f"recovery failed: {reason}")
+            self._timers.schedule(now + GOODBYE_SECONDS, (call.id, "goodbye"))
+            return
         self.b2bua.end_call(call, f"recovery failed: {reason}", now)
 
     def interrupt(self, recovery: Recovery, now: float) -> None:
@@ -796,6 +845,11 @@ class RecoveryEngine:
         for transaction_id in self._abandon.pop_due(now):
             self.endpoint.abandon_transaction(transaction_id, now)
         for call_id, kind in self._timers.pop_due(now):
+            if kind == "goodbye":
+                ending = self._ending.pop(call_id, None)
+                if ending is not None and ending[0].state is not CallState.ENDED:
+                    self.b2bua.end_call(ending[0], ending[1], now)
+                continue
             recovery = self.recoveries.get(call_id)
             if recovery is None:
                 continue
