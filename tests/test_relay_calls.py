@@ -14,6 +14,7 @@ from callkeeper.calls.media_anchor import (
     OpenSide,
     Play,
     PortPool,
+    Record,
     SetPeer,
     playable_payload_type,
 )
@@ -152,3 +153,50 @@ def test_prompts_are_played_in_a_g711_codec_the_phone_offered() -> None:
     assert playable_payload_type(dynamic.encode()) == 96
     assert playable_payload_type(pcma.replace("96 8", "9").encode()) is None
     assert playable_payload_type(b"not sdp") is None
+
+
+def test_the_built_in_voicemail_records_the_survivor_and_lights_the_lamp() -> None:
+    network = make_network(voicemail=True)
+    network.up.discard(ALICE2)
+    call = Call(network, devices=(ALICE1, ALICE2))
+    network.up.discard(ALICE1)
+    network.run(GRACE + 4 + 6)  # grace, the other device rings out, then voicemail
+    issued = commands(network)
+    (record,) = [c for c in issued if isinstance(c, Record)]
+    assert record.user == "alice" and record.caller == "carol" and record.payload_type == 0
+    assert record.greeting == "voicemail_greeting" and record.call_id == call.call_id
+    assert call.state is CallState.ACTIVE
+    assert not network.requests(CALLER, "BYE")
+    assert network.core.recovery.stats.outcomes["voicemail"] == 1
+    # the relay stored the message: alice's phones hear about it
+    network.core.voicemail_recorded("alice", 1, network.now)
+    network.run(0.01)
+    notifies = [
+        n for n in network.requests(ALICE1, "NOTIFY") if n.headers.get("event") == "message-summary"
+    ]
+    assert len(notifies) == 1
+    body = notifies[0].body.decode()
+    assert "Messages-Waiting: yes" in body and "Voice-Message: 1/0" in body
+    assert notifies[0].headers.get("content-type") == "application/simple-message-summary"
+    # the recording stopped by itself (silence): the caller is released
+    network.core.recording_stopped(call.call_id, network.now)
+    network.run(0.01)
+    assert network.requests(CALLER, "BYE")
+    assert call.state is CallState.ENDED
+
+
+def test_a_phone_that_registers_is_told_about_waiting_messages() -> None:
+    network = make_network(voicemail=True)
+    network.core.restore_voicemail({"alice": 2})
+    alice3 = ("127.0.0.1", 7103)
+    register = (
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {alice3[0]}:{alice3[1]};branch=z9hG4bK-r1\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r3\r\nTo: <sip:alice@127.0.0.1>\r\n"
+        "Call-ID: reg3@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:alice@{alice3[0]}:{alice3[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    network.send(register, alice3)
+    assert network.take(alice3, status=200)
+    notify = network.one(alice3, "NOTIFY")
+    assert "Voice-Message: 2/0" in notify.body.decode()

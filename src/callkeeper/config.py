@@ -162,6 +162,8 @@ class MediaSection(BaseModel):
     rtp_ports: str = "20000-29999"
     # The IP phones send RTP to (relay mode); default: the first non-wildcard SIP listen host.
     address: str | None = None
+    # Where the built-in voicemail keeps its messages (relative to the config file's folder).
+    voicemail_dir: Path = Path("callkeeper-data/voicemail")
 
     @field_validator("address")
     @classmethod
@@ -364,6 +366,8 @@ def load_config(path: Path | None) -> Config:
         config.sip.tls_key = _resolve(base, config.sip.tls_key, "sip.tls_key")
     if config.ivr.script is not None:
         config.ivr.script = base / config.ivr.script
+    if not config.media.voicemail_dir.is_absolute():
+        config.media.voicemail_dir = base / config.media.voicemail_dir
     # Users' static contacts, mobiles and trunk URIs are checked where they are parsed.
     from callkeeper.directory import Directory, DirectoryError
 

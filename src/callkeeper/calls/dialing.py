@@ -71,6 +71,24 @@ def build_reboot_notify(
 ) -> Request:
     """`NOTIFY Event: check-sync;reboot=true` (the de-facto resync request of Polycom, Cisco,
     Yealink, Snom and Asterisk's `pjsip send notify`): out of dialog, to the phone's contact."""
+    return build_notify(
+        local, ids, uri=uri, flow=flow, user_agent=user_agent, event="check-sync;reboot=true"
+    )
+
+
+def build_notify(
+    local: LocalAddresses,
+    ids: IdSource,
+    *,
+    uri: URI,
+    flow: Flow,
+    user_agent: str,
+    event: str,
+    body: bytes = b"",
+    content_type: str = "",
+    to_uri: URI | None = None,
+) -> Request:
+    """An out-of-dialog NOTIFY (an unsolicited one: the phone never subscribed)."""
     out = Headers()
     via = local.via(flow).with_params(branch=MAGIC_COOKIE + ids())
     out.add("Via", str(via))
@@ -80,11 +98,13 @@ def build_reboot_notify(
     out.add(
         "From", str(Address(URI("sip", user="callkeeper", host=host, port=port)).with_tag(ids()))
     )
-    out.add("To", str(Address(uri)))
-    out.add("Call-ID", f"{ids()}-reboot@callkeeper")
+    out.add("To", str(Address(to_uri or uri)))
+    out.add("Call-ID", f"{ids()}-notify@callkeeper")
     out.add("CSeq", "1 NOTIFY")
     out.add("Contact", str(local.contact(flow)))
-    out.add("Event", "check-sync;reboot=true")
+    out.add("Event", event)
     out.add("Subscription-State", "terminated;reason=noresource")
     out.add("User-Agent", user_agent)
-    return Request("NOTIFY", uri, out)
+    if body:
+        out.add("Content-Type", content_type)
+    return Request("NOTIFY", uri, out, body)

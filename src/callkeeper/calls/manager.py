@@ -15,8 +15,9 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from callkeeper.calls import handover
+from callkeeper.calls import handover, mwi
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
+from callkeeper.calls.dialing import build_notify
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaAnchor, MediaCommand, PortPool
@@ -131,6 +132,7 @@ class CallManager:
             )
             self.b2bua.media = self.media
         self._now = 0.0  # the latest input's time, for the recovery engine's questions
+        self._waiting: dict[str, int] = {}  # voicemail messages per user, for MWI
         self._watched_statics = False
         self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
         self.calls_completed = 0
@@ -394,6 +396,10 @@ class CallManager:
                 self.recovery.endpoint_left(endpoint_id, now)  # before the watch calls it DOWN
             self.watch.registrar_event(event, self._in_call.keys(), now)
             self._drain_watch(now)
+            if isinstance(event, BindingAdded) and self._waiting.get(event.binding.user):
+                binding = event.binding
+                flow = self.local.complete(binding.next_hop())
+                self._notify_waiting(binding.user, binding.request_uri, flow, now)
             if isinstance(event, BindingAdded | BindingRefreshed):
                 if endpoint_id in self._in_call:
                     self.watch.set_in_call(endpoint_id, True, now)
@@ -508,6 +514,9 @@ class CallManager:
             return []
         return [Contact(uri, self._flow_for_uri(uri))]
 
+    def has_voicemail(self, user: str) -> bool:
+        return self.directory.voicemail(user)
+
     def leg_moved(self, old_endpoint: str | None, new_endpoint: str | None, now: float) -> None:
         if old_endpoint is not None:
             self._call_ended_on(old_endpoint, now)
@@ -522,6 +531,43 @@ class CallManager:
     def _trunk_contact(self, target: NumberTarget) -> Contact:
         uri = target.trunk.uri.replace(user=target.number)
         return Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
+
+    # --- voicemail (the io relay reports) --------------------------------------------------------
+    def voicemail_recorded(self, user: str, waiting: int, now: float) -> None:
+        """A message was stored for `user` (`waiting` in the mailbox now): tell their phones
+        (unsolicited NOTIFY message-summary, RFC 3842), and again when one registers."""
+        self._now = now
+        self._waiting[user] = waiting
+        for contact in self._user_contacts(user, now):
+            self._notify_waiting(user, contact.uri, contact.flow, now)
+        self._process(now)
+
+    def restore_voicemail(self, waiting: dict[str, int]) -> None:
+        self._waiting.update(waiting)
+
+    def recording_stopped(self, call_id: str, now: float) -> None:
+        """The relay stopped a voicemail recording by itself (silence, maximum length)."""
+        self._now = now
+        call = self.b2bua.calls.get(call_id)
+        if call is not None:
+            self.b2bua.end_call(call, "voicemail: message recorded", now)
+        self._process(now)
+
+    def _notify_waiting(self, user: str, uri: URI, flow: Flow, now: float) -> None:
+        account = f"sip:{user}@{self.local.domain}"
+        body = mwi.message_summary(account, self._waiting.get(user, 0))
+        notify = build_notify(
+            self.local,
+            self.ids,
+            uri=uri,
+            flow=flow,
+            user_agent=self.config.sip.user_agent,
+            event="message-summary",
+            body=body,
+            content_type=mwi.CONTENT_TYPE,
+            to_uri=URI("sip", user=user, host=self.local.domain),
+        )
+        self.endpoint.send_request(notify, flow, now)
 
     # --- asked-for recovery (the HTTP API) ------------------------------------------------------
     def recover_call(self, call_id: str, target: str, now: float) -> tuple[int, str]:

@@ -67,11 +67,29 @@ class Play:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """Voicemail: play `greeting` into the side's phone, then record what it sends (16-bit
+    8 kHz WAV with its metadata, under the voicemail directory) until the side is closed, or
+    `max_seconds`, or `silence_seconds` of silence; the io layer then reports the message
+    (`CallManager.voicemail_recorded`) and, when it stopped by itself, ends the call
+    (`CallManager.recording_stopped`)."""
+
+    side: str
+    user: str  # whose mailbox
+    caller: str | None
+    call_id: str
+    greeting: str
+    payload_type: int
+    max_seconds: float
+    silence_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSide:
     side: str
 
 
-MediaCommand = OpenSide | SetPeer | Connect | Play | CloseSide
+MediaCommand = OpenSide | SetPeer | Connect | Play | Record | CloseSide
 
 
 class PortPool:
@@ -186,6 +204,27 @@ class MediaAnchor:
         if leg.id not in self._sides or payload_type is None:
             return False
         self._commands.append(Play(leg.id, prompts, loop, payload_type))
+        return True
+
+    def record(
+        self, call: Call, leg: Leg, user: str, caller: str | None, limits: tuple[float, float]
+    ) -> bool:
+        """Take a voicemail message from `leg`; False when its codec cannot be recorded."""
+        payload_type = playable_payload_type(leg.remote_sdp)
+        if leg.id not in self._sides or payload_type is None:
+            return False
+        max_seconds, silence_seconds = limits
+        record = Record(
+            side=leg.id,
+            user=user,
+            caller=caller,
+            call_id=call.id,
+            greeting="voicemail_greeting",
+            payload_type=payload_type,
+            max_seconds=max_seconds,
+            silence_seconds=silence_seconds,
+        )
+        self._commands.append(record)
         return True
 
     def release_leg(self, leg: Leg) -> None:

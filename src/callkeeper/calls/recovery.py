@@ -68,6 +68,9 @@ _NO_REBOOT_NEEDED = frozenset({"reset", "unregistered"})
 # How long the relay plays the goodbye prompt before a lost call's survivor gets its BYE
 # ("We could not reconnect your call. Goodbye." is about 3 s).
 GOODBYE_SECONDS = 4.0
+# The built-in voicemail's limits: a message ends at this length, or after this much silence.
+VOICEMAIL_MAX_SECONDS = 120.0
+VOICEMAIL_SILENCE_SECONDS = 10.0
 
 
 class Routes(Protocol):
@@ -78,6 +81,8 @@ class Routes(Protocol):
     def step_contacts(self, user: str, step: str, exclude: Collection[str]) -> list[Contact]: ...
 
     def target_contacts(self, target: str) -> list[Contact]: ...
+
+    def has_voicemail(self, user: str) -> bool: ...
 
     def leg_moved(self, old_endpoint: str | None, new_endpoint: str | None, now: float) -> None: ...
 
@@ -469,6 +474,8 @@ class RecoveryEngine:
             if contacts:
                 self.ring(recovery, contacts, step, now)
                 return
+            if step == "voicemail" and self._voicemail(recovery, now):
+                return
         self._lose(recovery, "the fallback chain is exhausted", now)
 
     def ring(
@@ -551,6 +558,31 @@ class RecoveryEngine:
             handover.not_taken(self, recovery, now)
         else:
             self.next_step(recovery, now)
+
+    def _voicemail(self, recovery: Recovery, now: float) -> bool:
+        """The built-in voicemail (needs the media relay): the relay greets the survivor and
+        records its message; the call stays up, bridged to nobody, until the survivor hangs
+        up or the relay stops recording (silence, maximum length)."""
+        media = self.b2bua.media
+        call, survivor, user = recovery.call, recovery.survivor, recovery.user
+        if media is None or user is None or not self.routes.has_voicemail(user):
+            return False
+        caller = survivor.user or (call.callee if survivor is call.b else None)
+        limits = (VOICEMAIL_MAX_SECONDS, VOICEMAIL_SILENCE_SECONDS)
+        if not media.has_side(survivor) or not media.record(call, survivor, user, caller, limits):
+            return False
+        recovery.step = "voicemail"
+        self._events.append(CallTransferring(call.id, "voicemail", ("voicemail",), now))
+        mailbox = Leg(
+            id=self.ids(),
+            is_caller=False,
+            flow=survivor.flow,  # no SIP: the relay is the other party
+            user=user,
+            endpoint="voicemail",
+            state=LegState.CONFIRMED,
+        )
+        self.connect(recovery, mailbox, "voicemail", now)
+        return True
 
     # --- answers ------------------------------------------------------------------------------
     def receive_response(self, transaction_id: int, response: Response, now: float) -> bool:
