@@ -26,6 +26,8 @@ from callkeeper.api.events import describe_event
 from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
+from callkeeper.io.relay import MediaRelay
+from callkeeper.io.voicemail import VoicemailStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -124,6 +126,48 @@ class CoreCollector(Collector):
         )
 
 
+class MediaCollector(Collector):
+    """The built-in RTP relay's counters (`media.mode = "relay"`)."""
+
+    def __init__(self, relay: MediaRelay) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterator[Metric]:
+        relay = self._relay
+        yield GaugeMetricFamily(
+            "callkeeper_media_sides", "Relay sides (one per leg) open", value=len(relay.sides)
+        )
+        yield GaugeMetricFamily(
+            "callkeeper_media_players", "Sides hearing a prompt or music", value=relay.players
+        )
+        packets = CounterMetricFamily(
+            "callkeeper_media_packets",
+            "RTP/RTCP datagrams the relay received (in) and sent (out)",
+            labels=["direction"],
+        )
+        packets.add_metric(["in"], relay.packets_in)
+        packets.add_metric(["out"], relay.packets_out)
+        yield packets
+        yield CounterMetricFamily(
+            "callkeeper_media_played_packets",
+            "RTP packets of prompts and music sent",
+            value=relay.packets_played,
+        )
+        dropped = CounterMetricFamily(
+            "callkeeper_media_dropped",
+            "Datagrams the relay did not forward, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(relay.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "callkeeper_media_bind_failures",
+            "Relay ports that could not be bound",
+            value=relay.bind_failures,
+        )
+
+
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
     buckets = [
         (str(bound), count) for bound, count in zip(histogram.bounds, histogram.counts, strict=True)
@@ -133,8 +177,15 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
 
 
 class ApiServer:
-    def __init__(self, core: CallManager, driver: Driver, token: str | None) -> None:
+    def __init__(
+        self,
+        core: CallManager,
+        driver: Driver,
+        token: str | None,
+        voicemail: VoicemailStore | None = None,
+    ) -> None:
         self.core = core
+        self.voicemail = voicemail
         self.driver = driver
         self.token = token
         self.registry = CollectorRegistry()
@@ -148,6 +199,8 @@ class ApiServer:
         self.app.router.add_get("/api/v1/endpoints", self.list_endpoints)
         self.app.router.add_post("/api/v1/endpoints/{id}/reboot", self.reboot_endpoint)
         self.app.router.add_get("/api/v1/events", self.events)
+        self.app.router.add_get("/api/v1/voicemail/{user}", self.list_voicemail)
+        self.app.router.add_get("/api/v1/voicemail/{user}/{id}.wav", self.get_voicemail)
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         driver.event_sinks.append(self._publish)
         self._runner: web.AppRunner | None = None
@@ -211,6 +264,23 @@ class ApiServer:
         return web.json_response(
             {"status": "reboot requested", "endpoint": endpoint_id}, status=202
         )
+
+    async def list_voicemail(self, request: web.Request) -> web.Response:
+        """A user's voicemail messages, oldest first, each with the URL of its WAV."""
+        user = request.match_info["user"]
+        if self.core.directory.user(user) is None:
+            return web.json_response({"error": "no such user"}, status=404)
+        messages = self.voicemail.messages(user) if self.voicemail is not None else []
+        for message in messages:
+            message["wav"] = f"/api/v1/voicemail/{user}/{message['id']}.wav"
+        return web.json_response(messages)
+
+    async def get_voicemail(self, request: web.Request) -> web.StreamResponse:
+        user, message_id = request.match_info["user"], request.match_info["id"]
+        path = self.voicemail.wav_path(user, message_id) if self.voicemail is not None else None
+        if path is None:
+            return web.json_response({"error": "no such message"}, status=404)
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         return web.json_response(self.core.endpoints_view(self.driver.loop.time(), self._wall))

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import structlog
 
-from callkeeper.api.app import ApiServer
+from callkeeper.api.app import ApiServer, MediaCollector
 from callkeeper.api.events import describe_event
-from callkeeper.calls.manager import CallManager
+from callkeeper.calls.manager import CallManager, media_address
 from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
 from callkeeper.io.driver import Driver
 from callkeeper.io.persistence import BindingPersistence
+from callkeeper.io.relay import MediaRelay
 from callkeeper.io.stream import (
     StreamManager,
     StreamTimeouts,
@@ -30,6 +31,7 @@ from callkeeper.io.stream import (
     server_ssl_context,
 )
 from callkeeper.io.udp import open_udp
+from callkeeper.io.voicemail import VoicemailService, VoicemailStore
 from callkeeper.sip.transaction_messages import counter_ids
 from callkeeper.store import Store, open_store
 
@@ -52,10 +54,13 @@ class RunningServer:
     store: Store | None = None
     persistence: BindingPersistence | None = None
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    relay: MediaRelay | None = None
 
     async def close(self) -> None:
         for transport in self.driver.udp.values():
             transport.close()
+        if self.relay is not None:
+            self.relay.close()
         for manager in self.driver.streams.values():
             await manager.close()
         if self.api is not None:
@@ -72,13 +77,25 @@ async def start_server(
 ) -> RunningServer:
     # Tags, branches and Call-IDs: a random per-process prefix and a counter — unique, and not
     # guessable across restarts.
-    if config.media.mode != "off":
-        # The media plane (RTP relay, rtpengine) is not built yet: say so rather than pretend.
-        raise StartupError(f'media.mode: {config.media.mode!r} is not available yet; use "off"')
+    if config.media.mode == "rtpengine":
+        # The rtpengine backend is not built yet: say so rather than pretend.
+        raise StartupError(
+            f'media.mode: {config.media.mode!r} is not available yet; use "relay" or "off"'
+        )
     core = CallManager.from_config(
         config, counter_ids(secrets.token_hex(4)), os.urandom, secret=secrets.token_bytes(32)
     )
     driver = Driver(core)
+    relay: MediaRelay | None = None
+    voicemail: VoicemailStore | None = None
+    if config.media.mode == "relay":
+        relay = MediaRelay(media_address(config), driver.loop)
+        relay.preload()
+        driver.extra_sinks.append(relay)
+        voicemail = VoicemailStore(config.media.voicemail_dir)
+        service = VoicemailService(voicemail, core, driver.poke)
+        service.restore([user.name for user in config.users if user.voicemail])
+        relay.on_recorded = service.on_recorded
     store = open_store(config.store.url)
     persistence = BindingPersistence(store, driver.loop)
     driver.extra_sinks.append(persistence)
@@ -96,6 +113,7 @@ async def start_server(
     running = RunningServer(
         config, driver, core, None, config_path=config_path, store=store, persistence=persistence
     )
+    running.relay = relay
     try:
         for index, address in enumerate(config.sip.listen):
             key = f"sip.listen.{index}"
@@ -130,7 +148,9 @@ async def start_server(
                 ) from None
         if api:
             host, port = config.api.host_port
-            running.api = ApiServer(core, driver, config.api.token)
+            running.api = ApiServer(core, driver, config.api.token, voicemail=voicemail)
+            if relay is not None:
+                running.api.registry.register(MediaCollector(relay))
             try:
                 await running.api.start(host, port)
             except OSError as error:

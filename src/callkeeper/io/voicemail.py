@@ -11,18 +11,21 @@ over (maximum length, or a stretch of silence); the relay feeds it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import numpy as np
 
+from callkeeper.calls.media_anchor import Record
 from callkeeper.media.g711 import Codec, decode
 from callkeeper.media.prompts import encode_wav
 
@@ -133,3 +136,35 @@ class Recording:
         if not self.chunks:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self.chunks).astype(np.int16)
+
+
+class VoicemailService:
+    """Stores what the relay recorded and tells the core (MWI, and ending the call when the
+    recording stopped by itself). `on_recorded` is the relay's hook."""
+
+    def __init__(
+        self, store: VoicemailStore, core: VoicemailCore, poke: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.core = core
+        self.poke = poke
+        self.loop = asyncio.get_running_loop()
+
+    def restore(self, users: list[str]) -> None:
+        self.core.restore_voicemail({u: n for u, n in self.store.counts(users).items() if n})
+
+    def on_recorded(self, record: Record, recording: Recording, stopped_by_itself: bool) -> None:
+        now = self.loop.time()
+        if recording.samples:
+            self.store.save(record.user, record.caller, record.call_id, recording.pcm())
+            waiting = len(self.store.messages(record.user))
+            self.core.voicemail_recorded(record.user, waiting, now)
+        if stopped_by_itself:
+            self.core.recording_stopped(record.call_id, now)
+        self.poke()
+
+
+class VoicemailCore(Protocol):
+    def voicemail_recorded(self, user: str, waiting: int, now: float) -> None: ...
+    def recording_stopped(self, call_id: str, now: float) -> None: ...
+    def restore_voicemail(self, waiting: dict[str, int]) -> None: ...
