@@ -31,7 +31,7 @@ from callkeeper.sip.dialog import Dialog, DialogError, DialogId, DialogState
 from callkeeper.sip.endpoint import SipEndpoint
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
-from callkeeper.sip.timers import TimerHeap, TimerSettings
+from callkeeper.sip.timers import TimerHeap, TimerSettings, earliest
 from callkeeper.sip.transaction_messages import IdSource, build_cancel
 from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI
@@ -138,12 +138,7 @@ class B2BUA:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            d
-            for d in (self._timers.next_deadline(), self._abandon.next_deadline())
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        return earliest(self._timers.next_deadline(), self._abandon.next_deadline())
 
     def is_own_call_id(self, call_id: str) -> bool:
         """A Call-ID we generated for a B leg: an INVITE carrying it has looped back to us."""
@@ -389,7 +384,7 @@ class B2BUA:
                 self.endpoint.send_stateless(fork.ack, fork.flow)
             return
         if call.state is not CallState.SETUP or call.b is not None or fork.cancelled:
-            self._ack_and_bye(fork, response, now)
+            self.ack_and_bye(fork, response, now)
             return
         assert fork.invite is not None
         try:
@@ -398,7 +393,7 @@ class B2BUA:
             else:
                 fork.dialog = Dialog.create_uac(fork.invite, response, self.ids)
         except (DialogError, ParseError):
-            self._ack_and_bye(fork, response, now)
+            self.ack_and_bye(fork, response, now)
             return
         fork.state = LegState.CONFIRMED
         fork.remote_sdp = response.body if _is_sdp(response) else fork.remote_sdp
@@ -470,7 +465,7 @@ class B2BUA:
         if fork.invite_transaction is not None:
             self._abandon.schedule(now + self.timers.timer_b, fork.invite_transaction)
 
-    def _ack_and_bye(self, fork: Leg, response: Response, now: float) -> None:
+    def ack_and_bye(self, fork: Leg, response: Response, now: float) -> None:
         """A 2xx nobody wants (a losing fork, a cancelled call): ACK it, then BYE it (§15)."""
         if fork.invite is None:
             return

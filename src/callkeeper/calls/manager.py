@@ -58,7 +58,7 @@ from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response, has_to_tag
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
-from callkeeper.sip.timers import TimerSettings
+from callkeeper.sip.timers import TimerSettings, earliest
 from callkeeper.sip.transaction_events import (
     CancelReceived,
     RequestReceived,
@@ -265,18 +265,13 @@ class CallManager:
         self._process(now)
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            deadline
-            for deadline in (
-                self.endpoint.get_timer(),
-                self.registrar.get_timer(),
-                self.b2bua.get_timer(),
-                self.recovery.get_timer(),
-                self.watch.get_timer(),
-            )
-            if deadline is not None
-        ]
-        return min(deadlines) if deadlines else None
+        return earliest(
+            self.endpoint.get_timer(),
+            self.registrar.get_timer(),
+            self.b2bua.get_timer(),
+            self.recovery.get_timer(),
+            self.watch.get_timer(),
+        )
 
     def next_command(self) -> WireCommand | RegistrarCommand | MediaCommand | None:
         command = self.endpoint.next_command()

@@ -21,7 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from callkeeper.calls.model import Call, Leg
-from callkeeper.sdp import SdpError, anchor_media, parse_sdp
+from callkeeper.calls.sdp_offers import parse_or_none
+from callkeeper.sdp import anchor_media
 from callkeeper.sdp.model import SessionDescription
 
 # Static RTP payload types the relay can play prompts in (G.711, RFC 3551).
@@ -142,7 +143,7 @@ class MediaAnchor:
     def rewrite(self, call: Call, from_leg: Leg, to_leg: Leg, body: bytes) -> bytes:
         """`body` came from `from_leg` and goes to `to_leg`: learn where `from_leg` receives,
         and name `to_leg`'s side as where to send. Unparseable SDP passes through unchanged."""
-        session = _parse(body)
+        session = parse_or_none(body)
         if session is None:
             return body
         self.learn(call, from_leg, session)
@@ -162,7 +163,7 @@ class MediaAnchor:
     def learn(self, call: Call, leg: Leg, session: SessionDescription | bytes) -> None:
         """Point `leg`'s side at the first audio stream its SDP names."""
         if isinstance(session, bytes):
-            parsed = _parse(session)
+            parsed = parse_or_none(session)
             if parsed is None:
                 return
             session = parsed
@@ -246,7 +247,7 @@ class MediaAnchor:
 
 def playable_payload_type(body: bytes | None) -> int | None:
     """The first G.711 payload type of the first audio stream in `body`, if any."""
-    session = _parse(body)
+    session = parse_or_none(body)
     if session is None:
         return None
     for media in session.media:
@@ -260,12 +261,3 @@ def playable_payload_type(body: bytes | None) -> int | None:
                 return int(fmt)
         return None
     return None
-
-
-def _parse(body: bytes | None) -> SessionDescription | None:
-    if not body:
-        return None
-    try:
-        return parse_sdp(body)
-    except SdpError:
-        return None

@@ -51,7 +51,7 @@ from callkeeper.sip.dialog import Dialog, DialogError, DialogState
 from callkeeper.sip.endpoint import SipEndpoint
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
-from callkeeper.sip.timers import TimerHeap, TimerSettings
+from callkeeper.sip.timers import TimerHeap, TimerSettings, earliest
 from callkeeper.sip.transaction_messages import IdSource, build_cancel
 from callkeeper.sip.uri import URI
 
@@ -188,12 +188,7 @@ class RecoveryEngine:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            d
-            for d in (self._timers.next_deadline(), self._abandon.next_deadline())
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        return earliest(self._timers.next_deadline(), self._abandon.next_deadline())
 
     def calls_on(self, endpoint_id: str) -> list[Call]:
         calls = self.b2bua.calls
@@ -630,7 +625,7 @@ class RecoveryEngine:
             return
         live = self.recoveries.get(recovery.call.id) is recovery
         if not live or attempt.done or recovery.winner is not None:
-            self._ack_and_bye(attempt, response, now)
+            self.b2bua.ack_and_bye(attempt.leg, response, now)
             return
         try:
             leg.dialog = Dialog.create_uac(attempt.invite, response, self.ids)
@@ -655,16 +650,6 @@ class RecoveryEngine:
             return
         if all(a.done for a in recovery.attempts.values()):
             self._step_failed(recovery, now)
-
-    def _ack_and_bye(self, attempt: Attempt, response: Response, now: float) -> None:
-        """A 2xx nobody wants any more (it lost, or the call ended): ACK it, then BYE it."""
-        try:
-            dialog = Dialog.create_uac(attempt.invite, response, self.ids)
-        except (DialogError, ParseError):
-            return
-        via = self.local.via(attempt.leg.flow)
-        self.endpoint.send_stateless(dialog.create_ack(via), attempt.leg.flow)
-        self.endpoint.send_request(dialog.create_request("BYE", via), attempt.leg.flow, now)
 
     def _own_response(
         self, transaction_id: int, own: OwnReinvite, response: Response, now: float

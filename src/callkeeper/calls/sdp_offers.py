@@ -19,7 +19,8 @@ from callkeeper.sdp.hold import held_direction
 from callkeeper.sdp.model import SessionDescription
 
 
-def _parse(body: bytes | None) -> SessionDescription | None:
+def parse_or_none(body: bytes | None) -> SessionDescription | None:
+    """The parsed SDP, or None for no body or one we cannot parse."""
     if not body:
         return None
     try:
@@ -30,13 +31,13 @@ def _parse(body: bytes | None) -> SessionDescription | None:
 
 def hold(last_sent: bytes | None) -> bytes | None:
     """The hold re-offer for a party, from the last SDP we sent it."""
-    session = _parse(last_sent)
+    session = parse_or_none(last_sent)
     return make_hold_offer(session).to_bytes() if session is not None else None
 
 
 def unhold(new_party: bytes | None, last_sent: bytes | None) -> bytes | None:
     """Connect a party to the streams in `new_party`, under the `o=` line it knows from us."""
-    new, previous = _parse(new_party), _parse(last_sent)
+    new, previous = parse_or_none(new_party), parse_or_none(last_sent)
     if new is None or previous is None:
         return None
     return make_unhold_offer(new, previous).to_bytes()
@@ -45,7 +46,7 @@ def unhold(new_party: bytes | None, last_sent: bytes | None) -> bytes | None:
 def reoffer(survivor: bytes | None, last_sent: bytes | None) -> bytes | None:
     """A re-INVITE offer on a returning phone's old dialog: the survivor's streams, under the
     `o=` line we used on that dialog (version + 1)."""
-    new, previous = _parse(survivor), _parse(last_sent)
+    new, previous = parse_or_none(survivor), parse_or_none(last_sent)
     if new is None:
         return None
     if previous is None:
@@ -55,7 +56,7 @@ def reoffer(survivor: bytes | None, last_sent: bytes | None) -> bytes | None:
 
 def held(body: bytes | None) -> bytes | None:
     """`body` (already a new offer) with every open stream on hold, version unchanged."""
-    session = _parse(body)
+    session = parse_or_none(body)
     if session is None:
         return body
     for media in session.media:
@@ -66,7 +67,7 @@ def held(body: bytes | None) -> bytes | None:
 
 def sendrecv(body: bytes | None) -> bytes | None:
     """`body` with every open stream both ways: a held party's answer, made fit to offer on."""
-    session = _parse(body)
+    session = parse_or_none(body)
     if session is None:
         return body
     session.set_direction(None)

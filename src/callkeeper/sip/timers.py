@@ -97,6 +97,12 @@ class TimerSettings:
 K = TypeVar("K", bound=Hashable)
 
 
+def earliest(*deadlines: float | None) -> float | None:
+    """The soonest of some deadlines (None: no deadline), or None when there is none."""
+    found = [deadline for deadline in deadlines if deadline is not None]
+    return min(found) if found else None
+
+
 class TimerHeap(Generic[K]):
     """Deadlines keyed by any hashable key; the earliest one is always at hand.
 
