@@ -563,3 +563,50 @@ def _register_carol() -> str:
         "Call-ID: regc@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
         f"Contact: <sip:carol@{CALLER[0]}:{CALLER[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
     )
+
+
+def test_a_dead_ivr_node_hands_its_session_to_another_node_at_once() -> None:
+    node1, node2 = ("127.0.0.1", 7401), ("127.0.0.1", 7402)
+    config = Config(
+        sip={"listen": ["udp:127.0.0.1:5060"], "trusted_sources": ["127.0.0.1"]},
+        keepalive={"options_interval": 5, "in_call_interval": 1, "misses": 3},
+        recovery={"grace": 30},
+        users=[
+            {"name": "ivr", "static_contacts": [f"sip:ivr@{n[0]}:{n[1]}" for n in (node1, node2)]},
+            {"name": "carol", "password": "x"},
+        ],
+    )
+    network = Network(config)
+    network.up = {node1, node2}
+    network.send(caller_invite().replace("sip:alice@", "sip:ivr@"), CALLER)
+    invites = {n: network.requests(n, "INVITE") for n in (node1, node2)}
+    assert sorted(len(found) for found in invites.values()) == [0, 1]  # one node, not both
+    first = node1 if invites[node1] else node2
+    other = node2 if first == node1 else node1
+    (invite,) = invites[first]
+    answer = reply(invite, 200, first, body=sdp(6000), extra=("X-Callkeeper-Session: s-42",))
+    network.send(answer, first)
+    ok = network.take(CALLER, status=200)[0]
+    caller = Dialog(
+        "rec-call@127.0.0.1", "<sip:carol@127.0.0.1>;tag=ct", str(ok.headers.get("to")), CALLER
+    )
+    network.send(caller.request("ACK"), CALLER)
+    network.up.discard(first)
+    started = network.now
+    moved: list[Request] = []
+    while not moved and network.now < started + 6:
+        network.run(0.1)
+        moved = network.requests(other, "INVITE")
+    (resumed,) = moved
+    assert resumed.headers.get("x-callkeeper-session") == "s-42"
+    assert network.now - started < 5  # detection (~3.5 s) and no grace
+    network.send(
+        reply(resumed, 200, other, body=sdp(6001), extra=("X-Callkeeper-Session: s-42",)), other
+    )
+    for _ in range(2):  # the caller was held, then is un-held towards the new node
+        reinvite = network.requests(CALLER, "INVITE")[0]
+        network.send(
+            reply(reinvite, 200, CALLER, to_tag="ct", body=sdp(5000, origin="c 7 8")), CALLER
+        )
+    (recovered,) = [e for e in events(network) if isinstance(e, CallRecovered)]
+    assert recovered.outcome == "transferred"

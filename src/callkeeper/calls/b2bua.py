@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from callkeeper.calls import session_timer
-from callkeeper.calls.dialing import build_invite, new_call_id
+from callkeeper.calls.dialing import SESSION_HEADER, build_invite, new_call_id
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaAnchor
@@ -397,6 +397,7 @@ class B2BUA:
             return
         fork.state = LegState.CONFIRMED
         fork.remote_sdp = response.body if _is_sdp(response) else fork.remote_sdp
+        fork.session = response.headers.get(SESSION_HEADER)
         call.b = fork
         self._by_dialog[fork.dialog.id] = (call, fork)
         for other in call.forks:

@@ -27,6 +27,11 @@ AUTO_ANSWER_HEADERS = (
 )
 
 
+# An IVR node names its session in its 2xx; a call moved to another node carries it in the
+# INVITE, so that node resumes the session from its checkpoint instead of starting over.
+SESSION_HEADER = "X-Callkeeper-Session"
+
+
 def new_call_id(ids: IdSource) -> str:
     return f"{ids()}-{ids()}@callkeeper"
 

@@ -123,6 +123,7 @@ class CallManager:
             fallback=recovery.fallback,
             ring_timeout=recovery.ring_timeout,
             announce=recovery.announce,
+            ivr_user=config.ivr.user,
             user_agent=config.sip.user_agent,
         )
         self.media: MediaAnchor | None = None
@@ -133,6 +134,7 @@ class CallManager:
             self.b2bua.media = self.media
         self._now = 0.0  # the latest input's time, for the recovery engine's questions
         self._waiting: dict[str, int] = {}  # voicemail messages per user, for MWI
+        self._ivr_turn = 0
         self._watched_statics = False
         self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
         self.calls_completed = 0
@@ -454,6 +456,8 @@ class CallManager:
         if isinstance(target, UserTarget):
             name = target.user.name
             contacts = self._user_contacts(name, now)
+            if name == self.config.ivr.user and contacts:
+                contacts = [self._next_ivr_node(contacts)]
             to_uri = URI("sip", user=name, host=self.local.domain)
             call_target = CallTarget(name, to_uri, tuple(contacts))
         else:
@@ -516,6 +520,13 @@ class CallManager:
         if old_endpoint is not None:
             self._call_ended_on(old_endpoint, now)
         self._call_started_on(new_endpoint, now)
+
+    def _next_ivr_node(self, contacts: list[Contact]) -> Contact:
+        """IVR nodes share the calls round-robin (a call goes to one node, not all of them),
+        skipping nodes the liveness monitor has DOWN."""
+        live = [c for c in contacts if not self._is_down(c.endpoint)] or contacts
+        self._ivr_turn += 1
+        return live[self._ivr_turn % len(live)]
 
     def _is_down(self, endpoint_id: str | None) -> bool:
         if endpoint_id is None:

@@ -53,6 +53,7 @@ class Leg:
     cancelled: bool = False
     session_timer: SessionTimer | None = None
     allows_update: bool = False  # the peer listed UPDATE in Allow: refresh without SDP
+    session: str | None = None  # an IVR node's session id (X-Callkeeper-Session in its 2xx)
 
 
 @dataclass(slots=True, eq=False)

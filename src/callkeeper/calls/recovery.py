@@ -32,7 +32,12 @@ from typing import Protocol
 
 from callkeeper.calls import handover, sdp_offers
 from callkeeper.calls.b2bua import B2BUA, Contact
-from callkeeper.calls.dialing import AUTO_ANSWER_HEADERS, build_invite, build_reboot_notify
+from callkeeper.calls.dialing import (
+    AUTO_ANSWER_HEADERS,
+    SESSION_HEADER,
+    build_invite,
+    build_reboot_notify,
+)
 from callkeeper.calls.events import (
     CallHeld,
     CallLost,
@@ -152,6 +157,7 @@ class RecoveryEngine:
         fallback: Iterable[str],
         ring_timeout: float,
         announce: bool = True,
+        ivr_user: str | None = None,
         user_agent: str = "callkeeper",
     ) -> None:
         self.b2bua = b2bua
@@ -164,6 +170,7 @@ class RecoveryEngine:
         self.fallback = tuple(fallback)
         self.ring_timeout = ring_timeout
         self.announce = announce
+        self.ivr_user = ivr_user
         self.user_agent = user_agent
         self.stats = RecoveryStats()
         self.recoveries: dict[str, Recovery] = {}  # call id → its recovery in progress
@@ -292,6 +299,7 @@ class RecoveryEngine:
         if survivor is None or self.move(call, Trigger.DOWN) is None:
             return None
         user = failed.user
+        ivr = user is not None and user == self.ivr_user
         recovery = Recovery(
             call=call,
             failed=failed,
@@ -299,8 +307,9 @@ class RecoveryEngine:
             started=now,
             reason=reason,
             survivor_sdp=survivor.remote_sdp,
-            grace_deadline=now + self.grace,
-            steps=list(self.fallback) if user is not None else [],
+            # A dead IVR node is not waited for: its session moves to another node at once.
+            grace_deadline=now if ivr else now + self.grace,
+            steps=["devices"] if ivr else list(self.fallback) if user is not None else [],
             user=user,
         )
         self.recoveries[call.id] = recovery
@@ -497,6 +506,8 @@ class RecoveryEngine:
         if recovery.survivor_down:
             body = sdp_offers.held(body) or b""
         extra = list(headers)
+        if failed.session is not None:
+            extra.append((SESSION_HEADER, failed.session))
         for contact in contacts:
             leg = Leg(
                 id=self.ids(),
@@ -637,6 +648,7 @@ class RecoveryEngine:
         self.endpoint.send_stateless(leg.ack, leg.flow)
         leg.state = LegState.CONFIRMED
         leg.remote_sdp = response.body if response.body else None
+        leg.session = response.headers.get(SESSION_HEADER)
         leg.invite = None
         recovery.attempts.pop(leg.invite_transaction or -1, None)
         self.stop_attempts(recovery, now)
