@@ -61,6 +61,7 @@ def test_recording_stops_after_the_silence_that_follows_speech() -> None:
     assert stopped.index(True) == 49  # 50 frames of 20 ms = 1 s of silence
     pcm = recording.pcm()
     assert len(pcm) == 32000  # every frame fed is kept (the relay stops feeding on True)
+    assert len(recording.pcm(trim_silence=True)) == 16000  # without the silence after
     assert abs(int(np.abs(pcm[:16000]).max()) - 8000) < 300  # the tone survived G.711
 
 

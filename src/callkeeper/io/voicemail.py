@@ -24,11 +24,13 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import numpy as np
+import structlog
 
 from callkeeper.calls.media_anchor import Record
 from callkeeper.media.g711 import Codec, decode
 from callkeeper.media.prompts import encode_wav
 
+log = structlog.get_logger(__name__)
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SAMPLE_RATE = 8000
 # Below this RMS (of 16-bit samples) a 20 ms frame counts as silence: comfortably above the
@@ -132,10 +134,14 @@ class Recording:
             return True
         return self.silent_samples >= self.silence_seconds * SAMPLE_RATE
 
-    def pcm(self) -> np.ndarray:
+    def pcm(self, *, trim_silence: bool = False) -> np.ndarray:
+        """The message; `trim_silence` drops the trailing silence that ended it."""
         if not self.chunks:
             return np.zeros(0, dtype=np.int16)
-        return np.concatenate(self.chunks).astype(np.int16)
+        pcm = np.concatenate(self.chunks).astype(np.int16)
+        if trim_silence and self.silent_samples:
+            pcm = pcm[: max(0, len(pcm) - self.silent_samples)]
+        return pcm
 
 
 class VoicemailService:
@@ -155,8 +161,16 @@ class VoicemailService:
 
     def on_recorded(self, record: Record, recording: Recording, stopped_by_itself: bool) -> None:
         now = self.loop.time()
-        if recording.samples:
-            self.store.save(record.user, record.caller, record.call_id, recording.pcm())
+        if recording.heard_voice:  # a caller who said nothing left no message
+            pcm = recording.pcm(trim_silence=True)
+            message = self.store.save(record.user, record.caller, record.call_id, pcm)
+            log.info(
+                "voicemail stored",
+                user=record.user,
+                caller=record.caller,
+                seconds=round(message.seconds, 2),
+                message=message.id,
+            )
             waiting = len(self.store.messages(record.user))
             self.core.voicemail_recorded(record.user, waiting, now)
         if stopped_by_itself:
