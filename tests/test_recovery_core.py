@@ -610,3 +610,42 @@ def test_a_dead_ivr_node_hands_its_session_to_another_node_at_once() -> None:
         )
     (recovered,) = [e for e in events(network) if isinstance(e, CallRecovered)]
     assert recovered.outcome == "transferred"
+
+
+def test_the_feature_code_dialled_mid_call_rings_the_users_other_devices() -> None:
+    network = make_network(second_device=True)
+    call = Call(network, devices=(ALICE1, ALICE2))
+    b = call.b_invite
+    phone = Dialog(b.call_id, f"{b.headers.get('to')};tag=ph", str(b.headers.get("from")), ALICE1)
+    for key in "*86":
+        info = phone.request("INFO", extra=("Content-Type: application/dtmf-relay",))
+        body = f"Signal={key}\r\nDuration=160\r\n"
+        info = info.replace("Content-Length: 0", f"Content-Length: {len(body)}") + body
+        network.send(info, ALICE1)
+        relayed = network.one(CALLER, "INFO")  # the keys still reach the other party
+        network.send(reply(relayed, 200, CALLER, to_tag="ct"), CALLER)
+        network.run(0.5)
+    invite = network.one(ALICE2, "INVITE")
+    assert call.state is CallState.TRANSFERRING
+    network.send(reply(invite, 200, ALICE2, body=sdp(6900)), ALICE2)
+    assert network.requests(ALICE1, "BYE")
+    assert "m=audio 6900" in call.answer_reinvite(5000).body.decode()
+    assert call.state is CallState.ACTIVE
+
+
+def test_feature_code_keys_too_far_apart_do_nothing() -> None:
+    network = make_network(second_device=True)
+    call = Call(network, devices=(ALICE1, ALICE2))
+    b = call.b_invite
+    phone = Dialog(b.call_id, f"{b.headers.get('to')};tag=ph", str(b.headers.get("from")), ALICE1)
+    for key in "*86":
+        body = f"Signal={key}\r\n"
+        info = phone.request("INFO", extra=("Content-Type: application/dtmf-relay",))
+        network.send(
+            info.replace("Content-Length: 0", f"Content-Length: {len(body)}") + body, ALICE1
+        )
+        relayed = network.one(CALLER, "INFO")
+        network.send(reply(relayed, 200, CALLER, to_tag="ct"), CALLER)
+        network.run(3.5)
+    assert not network.requests(ALICE2, "INVITE")
+    assert call.state is CallState.ACTIVE

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from callkeeper.calls.b2bua import Contact
 from callkeeper.calls.model import Call, CallState, Leg, LegState
 from callkeeper.calls.recovery_states import Trigger
+from callkeeper.media.dtmf import DtmfError, parse_info_body
 from callkeeper.sip.address import parse_address
 from callkeeper.sip.dialog import Dialog, DialogError, DialogState
 from callkeeper.sip.errors import ParseError
@@ -43,6 +44,8 @@ def in_dialog(
         if method == "REFER" and call.state is CallState.ACTIVE:
             _refer(engine, call, leg, request, transaction_id, now)
             return True
+        if method == "INFO" and call.state is CallState.ACTIVE:
+            _keys(engine, call, leg, request, now)  # and relayed on, as every INFO is
         return False
     if method == "BYE":
         if leg is recovery.failed and recovery.referred:
@@ -65,6 +68,29 @@ def _reply(
     engine: RecoveryEngine, request: Request, transaction_id: int, status: int, now: float
 ) -> None:
     engine.endpoint.send_response(request.create_response(status), now, transaction_id)
+
+
+# --- the feature code dialled during a call: "move me to my other devices" ---------------------
+def _keys(engine: RecoveryEngine, call: Call, leg: Leg, request: Request, now: float) -> None:
+    """Watch a leg's SIP INFO keys for the feature code; when its user dials it mid-call, their
+    side of the call rings their other devices (the call stays up meanwhile)."""
+    try:
+        key = parse_info_body(request.headers.get("content-type") or "", request.body).digit
+    except DtmfError:
+        return
+    if leg.user is None:
+        return
+    typed = engine.keys_typed(leg, key, now)
+    if not typed.endswith(engine.feature_code):
+        return
+    leg.keys = ""
+    contacts = [
+        contact
+        for contact in engine.routes.step_contacts(leg.user, "devices", ())
+        if contact.endpoint != leg.endpoint
+    ]
+    if contacts:
+        engine.ask(call, leg, contacts, "target", now)
 
 
 # --- REFER: the endpoint hands its side of the call to someone else ----------------------------

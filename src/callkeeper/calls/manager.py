@@ -124,6 +124,7 @@ class CallManager:
             ring_timeout=recovery.ring_timeout,
             announce=recovery.announce,
             ivr_user=config.ivr.user,
+            feature_code=recovery.feature_code,
             user_agent=config.sip.user_agent,
         )
         self.media: MediaAnchor | None = None

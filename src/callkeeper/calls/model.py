@@ -54,6 +54,8 @@ class Leg:
     session_timer: SessionTimer | None = None
     allows_update: bool = False  # the peer listed UPDATE in Allow: refresh without SDP
     session: str | None = None  # an IVR node's session id (X-Callkeeper-Session in its 2xx)
+    keys: str = ""  # the last keys it sent (SIP INFO), for the feature code mid-call
+    keys_at: float = 0.0
 
 
 @dataclass(slots=True, eq=False)

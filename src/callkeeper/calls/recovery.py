@@ -73,6 +73,8 @@ _NO_REBOOT_NEEDED = frozenset({"reset", "unregistered"})
 # How long the relay plays the goodbye prompt before a lost call's survivor gets its BYE
 # ("We could not reconnect your call. Goodbye." is about 3 s).
 GOODBYE_SECONDS = 4.0
+# Keys typed further apart than this do not make one feature code.
+KEY_PAUSE = 3.0
 # The built-in voicemail's limits: a message ends at this length, or after this much silence.
 VOICEMAIL_MAX_SECONDS = 120.0
 VOICEMAIL_SILENCE_SECONDS = 10.0
@@ -158,6 +160,7 @@ class RecoveryEngine:
         ring_timeout: float,
         announce: bool = True,
         ivr_user: str | None = None,
+        feature_code: str = "*86",
         user_agent: str = "callkeeper",
     ) -> None:
         self.b2bua = b2bua
@@ -171,6 +174,7 @@ class RecoveryEngine:
         self.ring_timeout = ring_timeout
         self.announce = announce
         self.ivr_user = ivr_user
+        self.feature_code = feature_code
         self.user_agent = user_agent
         self.stats = RecoveryStats()
         self.recoveries: dict[str, Recovery] = {}  # call id → its recovery in progress
@@ -224,6 +228,13 @@ class RecoveryEngine:
             self.stats.outcome("abandoned")
         for endpoint_id in forget:
             self._unindex(endpoint_id, call_id)
+
+    def keys_typed(self, leg: Leg, key: str, now: float) -> str:
+        """The keys a leg typed lately (a pause of KEY_PAUSE starts over), this one included."""
+        typed = leg.keys if now - leg.keys_at <= KEY_PAUSE else ""
+        leg.keys = (typed + key)[-len(self.feature_code) :]
+        leg.keys_at = now
+        return leg.keys
 
     def _index(self, endpoint_id: str | None, call_id: str) -> None:
         if endpoint_id is not None:
