@@ -366,6 +366,7 @@ def load_config(path: Path | None) -> Config:
         config.sip.tls_key = _resolve(base, config.sip.tls_key, "sip.tls_key")
     if config.ivr.script is not None:
         config.ivr.script = base / config.ivr.script
+        _check_ivr_script(config.ivr.script)
     if not config.media.voicemail_dir.is_absolute():
         config.media.voicemail_dir = base / config.media.voicemail_dir
     # Users' static contacts, mobiles and trunk URIs are checked where they are parsed.
@@ -376,6 +377,19 @@ def load_config(path: Path | None) -> Config:
     except DirectoryError as error:
         raise ConfigError(f"{path}: {error}" if path is not None else str(error)) from None
     return config
+
+
+def _check_ivr_script(path: Path) -> None:
+    """The IVR script must exist and validate; its errors name its own file and line."""
+    from callkeeper.ivr.errors import ScriptError
+    from callkeeper.ivr.script import load_script
+
+    if not path.is_file():
+        raise ConfigError(f"ivr.script: file {path} does not exist")
+    try:
+        load_script(path)
+    except ScriptError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _resolve(base: Path, value: Path, key: str) -> Path:
