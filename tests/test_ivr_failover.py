@@ -275,6 +275,16 @@ def test_node_killed_after_two_account_digits(stack: Stack) -> None:
         what="the account step replayed",
     )
     assert played
+
+    def ivr_leg() -> dict | None:  # type: ignore[type-arg]
+        for call in stack.server.get_json("/api/v1/calls"):
+            for leg in call["legs"]:
+                if leg.get("ivr", {}).get("node") == second.name:
+                    return leg  # type: ignore[no-any-return]
+        return None
+
+    leg = wait_until(ivr_leg, 5, what="the IVR session (step, node) in /api/v1/calls")
+    assert leg["ivr"]["step"] == "account" and leg["session"] == leg["ivr"]["session"]
     moved = wait_until(lambda: stack.server_events("call.transferred"), 5, what="call.transferred")
     assert moved[-1]["outcome"] == "transferred"
     caller.press("11")

@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,6 +29,8 @@ from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
 from callkeeper.io.relay import MediaRelay
 from callkeeper.io.voicemail import VoicemailStore
+from callkeeper.ivr.node import CHECKPOINT_NAMESPACE, decode_envelope
+from callkeeper.store import Store, StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -183,9 +186,11 @@ class ApiServer:
         driver: Driver,
         token: str | None,
         voicemail: VoicemailStore | None = None,
+        store: Store | None = None,
     ) -> None:
         self.core = core
         self.voicemail = voicemail
+        self.store = store  # where IVR nodes checkpoint their sessions
         self.driver = driver
         self.token = token
         self.registry = CollectorRegistry()
@@ -229,13 +234,34 @@ class ApiServer:
         return round(time.time() - self.driver.loop.time() + monotonic, 3)
 
     async def list_calls(self, request: web.Request) -> web.Response:
-        return web.json_response(self.core.calls_view(self._wall))
+        views = self.core.calls_view(self._wall)
+        for view in views:
+            await self._add_ivr_sessions(view)
+        return web.json_response(views)
 
     async def get_call(self, request: web.Request) -> web.Response:
         view = self.core.call_view(request.match_info["id"], self._wall)
         if view is None:
             return web.json_response({"error": "no such call"}, status=404)
+        await self._add_ivr_sessions(view)
         return web.json_response(view)
+
+    async def _add_ivr_sessions(self, view: dict[str, Any]) -> None:
+        """A leg answered by an IVR node shows the session's step and node, from the
+        checkpoint the node keeps in the shared store."""
+        if self.store is None:
+            return
+        for leg in view["legs"]:
+            session = leg.get("session")
+            if session is None:
+                continue
+            try:
+                data = await self.store.get(CHECKPOINT_NAMESPACE, session)
+                envelope = decode_envelope(data) if data is not None else None
+            except (StoreError, ValueError):
+                envelope = None
+            if envelope is not None:
+                leg["ivr"] = {"session": session, "step": envelope.step, "node": envelope.node}
 
     async def recover_call(self, request: web.Request) -> web.Response:
         """Move a call: `{"target": "USER" | "sip:..." | "NUMBER"}`; 202 while it rings."""

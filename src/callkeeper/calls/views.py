@@ -15,12 +15,15 @@ Wall = Callable[[float], float]
 
 
 def leg_view(leg: Leg, role: str) -> dict[str, Any]:
-    return {
+    view = {
         "user": leg.user,
         "endpoint": leg.endpoint,
         "state": leg.state.value,
         "role": role,
     }
+    if leg.session is not None:
+        view["session"] = leg.session  # an IVR node's session: see `ivr` in the API
+    return view
 
 
 def call_view(call: Call, wall: Wall) -> dict[str, Any]:

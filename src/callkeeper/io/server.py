@@ -148,7 +148,9 @@ async def start_server(
                 ) from None
         if api:
             host, port = config.api.host_port
-            running.api = ApiServer(core, driver, config.api.token, voicemail=voicemail)
+            running.api = ApiServer(
+                core, driver, config.api.token, voicemail=voicemail, store=store
+            )
             if relay is not None:
                 running.api.registry.register(MediaCollector(relay))
             try:
