@@ -32,6 +32,7 @@ import pytest
 from support.ports import free_port
 from support.server import ServerProcess, wait_until
 from support.sipp import SCENARIOS, Sipp
+from support.sse import EventStream
 
 SCRIPT = Path(__file__).resolve().parent.parent / "src/callkeeper/ivr/samples/support.toml"
 FLOW_TIMER, MISSES = 1, 3
@@ -255,6 +256,7 @@ def enter_menu_choice(stack: Stack, caller: Caller) -> Node:
 
 
 def test_node_killed_after_two_account_digits(stack: Stack) -> None:
+    sse = EventStream(stack.server)  # the call manager's own view: ivr.step / ivr.resumed
     caller = stack.caller()
     first = enter_menu_choice(stack, caller)
     # not a trusted source: the node answered the call manager's digest challenge
@@ -285,6 +287,10 @@ def test_node_killed_after_two_account_digits(stack: Stack) -> None:
 
     leg = wait_until(ivr_leg, 5, what="the IVR session (step, node) in /api/v1/calls")
     assert leg["ivr"]["step"] == "account" and leg["session"] == leg["ivr"]["session"]
+    moved_node = sse.wait("ivr.resumed", lambda d: d["node"] == second.name, timeout=5)
+    assert moved_node["from_node"] == first.name and moved_node["step"] == "account"
+    assert sse.all("ivr.step")  # the steps were reported as they happened
+    sse.close()
     moved = wait_until(lambda: stack.server_events("call.transferred"), 5, what="call.transferred")
     assert moved[-1]["outcome"] == "transferred"
     caller.press("11")

@@ -28,8 +28,6 @@ baresip 1.0 facts these tests live with:
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import socket
 import struct
@@ -47,6 +45,7 @@ import pytest
 from support.audio import Recording, active_duration, dominant_frequency, read_wav
 from support.baresip import Baresip, baresip_binary
 from support.server import ServerProcess, wait_until
+from support.sse import EventStream
 
 pytestmark = pytest.mark.peers
 
@@ -80,56 +79,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     )
     with process:
         yield process
-
-
-class EventStream:
-    """`GET /api/v1/events` read by a thread: every event with the monotonic time it arrived."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", server.api_port, timeout=60)
-        self.connection.request("GET", "/api/v1/events")
-        self.response = self.connection.getresponse()
-        assert self.response.status == 200
-        self.events: list[tuple[str, dict[str, Any], float]] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        name = ""
-        with contextlib.suppress(OSError, ValueError):
-            while line := self.response.fp.readline():
-                text = line.decode().rstrip("\n")
-                if text.startswith("event: "):
-                    name = text[7:]
-                elif text.startswith("data: "):
-                    with self._lock:
-                        self.events.append((name, json.loads(text[6:]), time.monotonic()))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.connection.sock is not None:
-                self.connection.sock.shutdown(socket.SHUT_RDWR)
-        self.connection.close()
-        self._thread.join(5)
-
-    def all(self, name: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [data for n, data, _ in self.events if n == name]
-
-    def wait(
-        self, name: str, match: Callable[[dict[str, Any]], bool] = lambda d: True, timeout=10.0
-    ) -> dict[str, Any]:
-        found = wait_until(
-            lambda: next((d for d in self.all(name) if match(d)), None),
-            timeout,
-            what=f"SSE {name}; seen {self.names()}",
-        )
-        return found  # type: ignore[no-any-return]
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return [n for n, _, _ in self.events]
 
 
 # --- SIP packets on lo, with kernel timestamps -------------------------------------------------------

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from callkeeper.api.events import describe_event
+from callkeeper.api.ivr_watch import IvrSessionWatch
 from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
@@ -191,6 +192,10 @@ class ApiServer:
         self.core = core
         self.voicemail = voicemail
         self.store = store  # where IVR nodes checkpoint their sessions
+        self.ivr_watch: IvrSessionWatch | None = None
+        if store is not None:
+            self.ivr_watch = IvrSessionWatch(core, store, self._publish_named)
+            self.ivr_watch.listening = lambda: bool(self._subscribers)
         self.driver = driver
         self.token = token
         self.registry = CollectorRegistry()
@@ -320,6 +325,10 @@ class ApiServer:
         for key in ("at", "detected_at"):
             if key in fields:
                 fields[key] = self._wall(fields[key])
+        self._publish_named(name, fields)
+
+    def _publish_named(self, name: str, fields: dict[str, Any]) -> None:
+        fields.setdefault("at", round(time.time(), 3))
         payload = f"event: {name}\ndata: {json.dumps(fields)}\n\n"
         for queue in self._subscribers:
             if queue.qsize() < 1000:
@@ -360,8 +369,12 @@ class ApiServer:
             self.address = (sock[0], sock[1])
         else:
             self.address = (host, port)
+        if self.ivr_watch is not None:
+            self.ivr_watch.start()
 
     async def stop(self) -> None:
+        if self.ivr_watch is not None:
+            await self.ivr_watch.stop()
         # Event streams never end on their own: tell each one to, or shutdown waits for ever.
         for queue in list(self._subscribers):
             queue.put_nowait(None)
