@@ -49,7 +49,7 @@ from callkeeper.calls.events import (
 )
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState
-from callkeeper.calls.recovery_states import RECOVERING, Trigger, next_state
+from callkeeper.calls.recovery_states import Trigger, next_state
 from callkeeper.calls.recovery_stats import RecoveryStats
 from callkeeper.sip.address import Address
 from callkeeper.sip.dialog import Dialog, DialogError, DialogState
@@ -126,7 +126,6 @@ class Recovery:
     steps: list[str]
     user: str | None  # whose devices the fallback chain rings
     step: str = ""
-    held: bool = False  # the survivor was sent a hold re-INVITE
     back_at: float | None = None
     attempts: dict[int, Attempt] = field(default_factory=dict)
     resume_reinvite: int | None = None
@@ -329,7 +328,6 @@ class RecoveryEngine:
         if self._announce(survivor, "reconnecting"):
             pass  # the relay holds it: the survivor's phone is not touched
         elif survivor.local_sdp is not None:
-            recovery.held = True
             self._reinvite_survivor(recovery, "hold", now)
         self._timers.schedule(recovery.grace_deadline, (call.id, "grace"))
         return recovery
@@ -703,7 +701,7 @@ class RecoveryEngine:
             self._timers.cancel((recovery.call.id, "reinvite"))
             self.connect(recovery, leg, "resume", now, new_dialog=False)
         elif transaction_id == recovery.survivor_reinvite:
-            self._survivor_answered(recovery, own.purpose, True, now)
+            self._survivor_answered(recovery, own.purpose, now)
 
     def _own_failed(self, transaction_id: int, own: OwnReinvite, status: int, now: float) -> None:
         self._own.pop(transaction_id, None)
@@ -731,9 +729,9 @@ class RecoveryEngine:
             self._lose(recovery, f"the survivor is gone ({status})", now)
         else:
             # A survivor that will not be held still has its dialog: go on without the hold.
-            self._survivor_answered(recovery, own.purpose, False, now)
+            self._survivor_answered(recovery, own.purpose, now)
 
-    def _survivor_answered(self, recovery: Recovery, purpose: str, ok: bool, now: float) -> None:
+    def _survivor_answered(self, recovery: Recovery, purpose: str, now: float) -> None:
         recovery.survivor_reinvite = None
         owed, recovery.survivor_owed = recovery.survivor_owed, None
         if owed is not None:
@@ -776,7 +774,6 @@ class RecoveryEngine:
         recovery.failed, recovery.survivor = other, returned
         recovery.survivor_sdp = sdp_offers.sendrecv(returned.remote_sdp)
         recovery.survivor_down = False
-        recovery.held = True
         recovery.winner, recovery.winner_step, recovery.step = None, "", ""
         recovery.back_at = None
         recovery.reason = "both parties failed"
@@ -913,9 +910,6 @@ class RecoveryEngine:
         if state is not None:
             call.state = state
         return state
-
-    def is_recovering(self, call: Call) -> bool:
-        return call.state in RECOVERING
 
 
 def _leg_on(call: Call, endpoint_id: str) -> Leg | None:
