@@ -126,11 +126,9 @@ def addresses(draw: st.DrawFn) -> tuple[str, str | None, str, tuple[tuple[str, s
     uri_text, parts = draw(sip_uris(with_headers=draw(st.booleans())))
     display = draw(displays)
     params = tuple(draw(header_params))
-    plain = (
-        not parts["params"]
-        and not parts["headers"]
-        and not any(c in str(parts["user"]) for c in ";?,")
-    )
+    # RFC 3261 §20.10: a URI with a comma, question mark or semicolon anywhere (the user, the
+    # password, params, headers) must be in angle brackets.
+    plain = not parts["params"] and not parts["headers"] and not any(c in uri_text for c in ";?,")
     spaced = " " if display and draw(st.booleans()) else ""
     if display is None and plain and draw(st.booleans()):
         text = uri_text  # addr-spec
