@@ -8,6 +8,8 @@ connected to its side. (The relay itself, with real RTP, is in the io tests.)
 
 from __future__ import annotations
 
+import re
+
 from callkeeper.calls.media_anchor import (
     CloseSide,
     Connect,
@@ -16,13 +18,14 @@ from callkeeper.calls.media_anchor import (
     PortPool,
     Record,
     SetPeer,
+    WatchDigits,
     playable_payload_type,
 )
 from callkeeper.calls.model import CallState
 from callkeeper.config import Config
 from callkeeper.sip.message import Request
-from support.fake_phones import Network, reply, sdp
-from test_recovery_core import ALICE1, ALICE2, CALLER, GRACE, Call, events
+from support.fake_phones import Dialog, Network, reply, sdp
+from test_recovery_core import ALICE1, ALICE2, CALLER, GRACE, Call, caller_invite, events
 
 RELAY_PORTS = "40000-40100"
 
@@ -200,3 +203,35 @@ def test_a_phone_that_registers_is_told_about_waiting_messages() -> None:
     assert network.take(alice3, status=200)
     notify = network.one(alice3, "NOTIFY")
     assert "Voice-Message: 2/0" in notify.body.decode()
+
+
+def test_rfc4733_keys_seen_by_the_relay_make_the_feature_code() -> None:
+    network = make_network()
+    network.up.discard(ALICE2)
+    head, body = caller_invite().split("\r\n\r\n", 1)
+    body = body.replace(
+        "m=audio 5000 RTP/AVP 0\r\n",
+        "m=audio 5000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
+    head = re.sub(r"Content-Length: \d+", f"Content-Length: {len(body)}", head)
+    network.send(f"{head}\r\n\r\n{body}", CALLER)
+    invites = {device: network.one(device, "INVITE") for device in (ALICE1, ALICE2)}
+    network.send(reply(invites[ALICE1], 200, ALICE1, body=sdp(6000)), ALICE1)
+    ok = network.take(CALLER, status=200)[0]
+    caller = Dialog(
+        "rec-call@127.0.0.1", "<sip:carol@127.0.0.1>;tag=ct", str(ok.headers.get("to")), CALLER
+    )
+    network.send(caller.request("ACK"), CALLER)
+    watched = [c for c in commands(network) if isinstance(c, WatchDigits)]
+    (alice_side,) = [w.side for w in watched if w.payload_types == (101,)][:1]
+    network.up.add(ALICE2)
+    network.run(1)
+    core = network.core
+    for key in "*86":
+        core.media_digit(alice_side, key, network.now)
+    network.run(0.01)
+    setup = invites[ALICE2].call_id  # the fork that lost at set-up is still retransmitted
+    (invite,) = [r for r in network.requests(ALICE2, "INVITE") if r.call_id != setup]
+    assert "127.0.0.1" in invite.body.decode()  # alice's side rings her other device
+    (call_id,) = list(core.b2bua.calls)
+    assert core.b2bua.calls[call_id].state is CallState.TRANSFERRING

@@ -23,11 +23,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from callkeeper.calls.media_anchor import CloseSide, Connect, OpenSide, Play, Record, SetPeer
+from callkeeper.calls.media_anchor import (
+    CloseSide,
+    Connect,
+    OpenSide,
+    Play,
+    Record,
+    SetPeer,
+    WatchDigits,
+)
 from callkeeper.io.prompts import load_prompt_samples
 from callkeeper.io.relay import MediaRelay
 from callkeeper.io.voicemail import Recording
 from callkeeper.media import g711
+from callkeeper.media.dtmf import telephone_event_packets
 from callkeeper.media.g711 import Codec
 from callkeeper.media.player import SAMPLES_PER_FRAME, encode_frames
 from callkeeper.media.rtp import RtpPacket, parse
@@ -523,3 +532,32 @@ async def test_record_greets_then_records_until_silence() -> None:
         assert len(finished) == 2 and finished[1][2] is False
     finally:
         rig.close()
+
+
+# --- keys -----------------------------------------------------------------------------------------
+async def test_rfc4733_keys_are_reported_once_each_and_still_forwarded(rig: Rig) -> None:
+    phone_a, phone_b, port_a, _ = await call(rig)
+    keys: list[tuple[str, str]] = []
+    rig.relay.on_digit = lambda side, key: keys.append((side, key))
+    rig.relay(WatchDigits("a", (101,)))
+    phone_a.talk(port_a, frames(1)[0])
+    await eventually(lambda: phone_b.heard(), what="audio through")
+    for digit in "*86":
+        packets = list(
+            telephone_event_packets(
+                digit,
+                ssrc=phone_a.ssrc,
+                payload_type=101,
+                first_sequence=phone_a.sequence,
+                timestamp=phone_a.timestamp,
+            )
+        )
+        for packet in packets:  # the end packets come three times (RFC 4733 §2.5.1.4)
+            phone_a.rtp.send(packet.serialize(), port_a)
+        phone_a.sequence = (phone_a.sequence + len(packets)) & 0xFFFF
+        phone_a.timestamp = (phone_a.timestamp + 3200) & 0xFFFFFFFF
+    await eventually(lambda: len(keys) >= 3, what="three keys")
+    assert keys == [("a", "*"), ("a", "8"), ("a", "6")]
+    await eventually(
+        lambda: any(p.payload_type == 101 for p in phone_b.heard()), what="the events forwarded"
+    )

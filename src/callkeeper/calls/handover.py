@@ -72,13 +72,18 @@ def _reply(
 
 # --- the feature code dialled during a call: "move me to my other devices" ---------------------
 def _keys(engine: RecoveryEngine, call: Call, leg: Leg, request: Request, now: float) -> None:
-    """Watch a leg's SIP INFO keys for the feature code; when its user dials it mid-call, their
-    side of the call rings their other devices (the call stays up meanwhile)."""
     try:
         key = parse_info_body(request.headers.get("content-type") or "", request.body).digit
     except DtmfError:
         return
-    if leg.user is None:
+    key_pressed(engine, call, leg, key, now)
+
+
+def key_pressed(engine: RecoveryEngine, call: Call, leg: Leg, key: str, now: float) -> None:
+    """A key from a leg (SIP INFO, or RFC 4733 seen by the relay). When its user dials the
+    feature code mid-call, their side of the call rings their other devices (the call stays
+    up meanwhile)."""
+    if leg.user is None or call.state is not CallState.ACTIVE or call.id in engine.recoveries:
         return
     typed = engine.keys_typed(leg, key, now)
     if not typed.endswith(engine.feature_code):

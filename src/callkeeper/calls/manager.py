@@ -552,6 +552,16 @@ class CallManager:
     def restore_voicemail(self, waiting: dict[str, int]) -> None:
         self._waiting.update(waiting)
 
+    def media_digit(self, side: str, key: str, now: float) -> None:
+        """The relay saw an RFC 4733 key from a leg's phone (`side` is the leg's id)."""
+        self._now = now
+        for call in self.b2bua.calls.values():
+            for leg in (call.a, call.b):
+                if leg is not None and leg.id == side:
+                    handover.key_pressed(self.recovery, call, leg, key, now)
+                    self._process(now)
+                    return
+
     def recording_stopped(self, call_id: str, now: float) -> None:
         """The relay stopped a voicemail recording by itself (silence, maximum length)."""
         self._now = now

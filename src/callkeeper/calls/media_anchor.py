@@ -86,11 +86,20 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchDigits:
+    """RFC 4733 telephone-events from the side's phone arrive with these payload types (the
+    ones in the SDP it was sent): report each key to the core (and still forward them)."""
+
+    side: str
+    payload_types: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSide:
     side: str
 
 
-MediaCommand = OpenSide | SetPeer | Connect | Play | Record | CloseSide
+MediaCommand = OpenSide | SetPeer | Connect | Play | Record | WatchDigits | CloseSide
 
 
 class PortPool:
@@ -158,6 +167,10 @@ class MediaAnchor:
             )
         except ValueError:
             return body
+        events = telephone_event_types(session)
+        if events:
+            # `to_leg` sends its keys with the payload types this SDP gives it (RFC 3264).
+            self._commands.append(WatchDigits(to_leg.id, events))
         return anchored.to_bytes()
 
     def learn(self, call: Call, leg: Leg, session: SessionDescription | bytes) -> None:
@@ -243,6 +256,19 @@ class MediaAnchor:
             if port is not None:
                 self.ports.release(port)
                 self._commands.append(CloseSide(leg_id))
+
+
+def telephone_event_types(session: SessionDescription) -> tuple[int, ...]:
+    """The payload types of `telephone-event` (RFC 4733) in the first audio stream."""
+    for media in session.media:
+        if media.kind != "audio" or media.port == 0:
+            continue
+        return tuple(
+            codec.payload_type
+            for codec in media.codecs()
+            if codec.encoding.lower() == "telephone-event"
+        )
+    return ()
 
 
 def playable_payload_type(body: bytes | None) -> int | None:

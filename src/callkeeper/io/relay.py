@@ -40,15 +40,25 @@ from typing import cast
 
 import structlog
 
-from callkeeper.calls.media_anchor import CloseSide, Connect, OpenSide, Play, Record, SetPeer
+from callkeeper.calls.media_anchor import (
+    CloseSide,
+    Connect,
+    OpenSide,
+    Play,
+    Record,
+    SetPeer,
+    WatchDigits,
+)
 from callkeeper.io.prompts import load_prompt_samples
 from callkeeper.io.voicemail import Recording
 from callkeeper.media.continuity import StreamContinuity
+from callkeeper.media.dtmf import DtmfError, TelephoneEventReceiver
 from callkeeper.media.g711 import Codec, Pcm
 from callkeeper.media.latching import AcceptedRtcp, AcceptedRtp, Dropped, LatchState, RtpLatch
 from callkeeper.media.player import SAMPLES_PER_FRAME, Player, encode_frames
 from callkeeper.media.prompts import PROMPT_NAMES, PromptError
-from callkeeper.media.rtp import RTCP_PACKET_TYPES
+from callkeeper.media.rtp import RTCP_PACKET_TYPES, RtpError
+from callkeeper.media.rtp import parse as parse_rtp
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +156,8 @@ class _Side:
     timer: asyncio.TimerHandle | None = None
     record: Record | None = None  # a voicemail message is being taken from this side
     recording: Recording | None = None
+    digit_types: frozenset[int] = frozenset()  # telephone-event payload types it sends
+    digits: TelephoneEventReceiver | None = None
 
     def rtp_destination(self) -> Address | None:
         """Where this side's phone receives RTP: its latched source, else its SDP's address."""
@@ -172,6 +184,7 @@ class MediaRelay:
     ) -> None:
         self.address = address
         self.on_recorded = on_recorded
+        self.on_digit: Callable[[str, str], None] | None = None  # (side id, key) to the core
         self.loop = loop or asyncio.get_running_loop()
         self.sides: dict[str, _Side] = {}
         self.packets_in = 0
@@ -197,6 +210,8 @@ class MediaRelay:
             self.play(cast(Play, command))
         elif kind is Record:
             self.record(cast(Record, command))
+        elif kind is WatchDigits:
+            self.watch_digits(cast(WatchDigits, command))
         elif kind is CloseSide:
             self.close_side(cast(CloseSide, command).side)
 
@@ -221,6 +236,27 @@ class MediaRelay:
                 if sock is not None:
                     sock.close()
             side.rtp = side.rtcp = None
+
+    def watch_digits(self, command: WatchDigits) -> None:
+        side = self.sides.get(command.side)
+        if side is not None:
+            side.digit_types = frozenset(command.payload_types)
+            side.digits = side.digits or TelephoneEventReceiver()
+
+    def _tap_digit(self, side: _Side, data: bytes) -> None:
+        """An RFC 4733 packet on its way through: tell the core about a new key press."""
+        receiver = side.digits
+        if receiver is None or self.on_digit is None:
+            return
+        try:
+            digit = receiver.receive(parse_rtp(data))
+        except (RtpError, DtmfError):
+            return
+        if digit is not None:
+            try:
+                self.on_digit(side.id, digit.digit)
+            except Exception:  # a bug in the handler must not take the relay down
+                log.exception("digit handler failed", side=side.id)
 
     def set_peer(self, command: SetPeer) -> None:
         side = self.sides.get(command.side)
@@ -480,6 +516,8 @@ class MediaRelay:
     def _forward_rtp(
         self, side: _Side, data: bytes, second: int, sequence: int, timestamp: int, ssrc: int
     ) -> None:
+        if side.digit_types and (second & 0x7F) in side.digit_types:
+            self._tap_digit(side, data)
         target = self.sides.get(side.peer) if side.peer is not None else None
         if target is None or side.player is not None or target.player is not None:
             self.dropped[UNBRIDGED] += 1

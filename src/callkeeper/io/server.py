@@ -96,6 +96,12 @@ async def start_server(
         service = VoicemailService(voicemail, core, driver.poke)
         service.restore([user.name for user in config.users if user.voicemail])
         relay.on_recorded = service.on_recorded
+
+        def on_digit(side: str, key: str) -> None:
+            core.media_digit(side, key, driver.loop.time())
+            driver.poke()
+
+        relay.on_digit = on_digit
     store = open_store(config.store.url)
     persistence = BindingPersistence(store, driver.loop)
     driver.extra_sinks.append(persistence)
