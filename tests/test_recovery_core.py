@@ -649,3 +649,17 @@ def test_feature_code_keys_too_far_apart_do_nothing() -> None:
         network.run(3.5)
     assert not network.requests(ALICE2, "INVITE")
     assert call.state is CallState.ACTIVE
+
+
+def test_while_an_asked_for_move_rings_the_call_keeps_working() -> None:
+    network = make_network(second_device=True)
+    call = Call(network, devices=(ALICE1, ALICE2))
+    assert network.core.recover_call(call.call_id, "alice", network.now)[0] == 202
+    network.run(0.01)
+    assert network.one(ALICE2, "INVITE")
+    info = call.caller.request("INFO", extra=("Content-Type: application/dtmf-relay",))
+    body = "Signal=5\r\n"
+    network.send(info.replace("Content-Length: 0", f"Content-Length: {len(body)}") + body, CALLER)
+    relayed = network.one(ALICE1, "INFO")  # still relayed to the phone the call is on
+    network.send(reply(relayed, 200, ALICE1), ALICE1)
+    assert network.take(CALLER, status=200)

@@ -55,7 +55,7 @@ def in_dialog(
                 leg.dialog.terminate()
             return True
         return False  # a live party hung up: the B2BUA ends the call
-    if leg is recovery.failed and recovery.keep_old_until_answer:
+    if recovery.keep_old_until_answer:
         return False  # an asked-for move of a working call: it keeps working meanwhile
     # Nobody to relay to while the other side is being recovered. A re-INVITE or UPDATE is
     # "try again later"; anything else is taken here.
