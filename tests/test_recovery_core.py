@@ -663,3 +663,21 @@ def test_while_an_asked_for_move_rings_the_call_keeps_working() -> None:
     relayed = network.one(ALICE1, "INFO")  # still relayed to the phone the call is on
     network.send(reply(relayed, 200, ALICE1), ALICE1)
     assert network.take(CALLER, status=200)
+
+
+def test_the_leg_an_asked_for_move_leaves_can_fail_meanwhile() -> None:
+    network = make_network(second_device=True, mobile=True)
+    call = Call(network, devices=(ALICE1, ALICE2))
+    assert network.core.recover_call(call.call_id, "alice", network.now)[0] == 202
+    network.run(0.01)
+    target = network.one(ALICE2, "INVITE")
+    network.send(reply(target, 180, ALICE2), ALICE2)
+    network.up.discard(ALICE1)  # the phone the call is on dies while alice's other one rings
+    while not network.requests(CALLER, "INVITE"):
+        network.run(0.1)
+    network.run(RING)  # the target does not answer: the fallback chain takes over
+    again = [r for r in network.requests(ALICE2, "INVITE") if r.call_id != target.call_id]
+    assert len(again) == 1  # `devices`: her other device, as a fallback step this time
+    network.run(RING)
+    assert network.one(TRUNK, "INVITE")  # then her mobile
+    assert call.state is CallState.TRANSFERRING

@@ -270,8 +270,20 @@ class RecoveryEngine:
                 self.stop_attempts(recovery, now)
                 self._cancel_resume_reinvite(recovery)
                 self._timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
+            elif recovery.failed.endpoint == endpoint_id and recovery.keep_old_until_answer:
+                # The leg an asked-for move was leaving failed while the target rings: hold
+                # the survivor, and if the target does not answer, go down the chain.
+                self._old_leg_failed(recovery, now)
+                held += 1
         if held and reason not in _NO_REBOOT_NEEDED:
             self.request_reboot(endpoint_id, now)  # once per endpoint, however many calls
+
+    def _old_leg_failed(self, recovery: Recovery, now: float) -> None:
+        recovery.keep_old_until_answer = False
+        recovery.steps = list(self.fallback) if recovery.user is not None else []
+        survivor = recovery.survivor
+        if not self._announce(survivor, "reconnecting") and survivor.local_sdp is not None:
+            self._reinvite_survivor(recovery, "hold", now)
 
     def endpoint_back(self, endpoint_id: str, now: float) -> None:
         """A sign of life (keep-alive, REGISTER, any request) from an endpoint."""
