@@ -521,3 +521,496 @@ def test_the_ivr_command_needs_the_ivr_users_password(
     assert main(["ivr", "--node", "n1", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "no [[users]] entry named 'ivr'" in err
+
+
+# --- registration: failures, retries and refreshes ----------------------------------------------
+
+
+def registered(h: Harness, *headers: str) -> Request:
+    """Start the node and answer its REGISTER with a 200 carrying `headers`."""
+    h.node.start(h.now)
+    h.drain()
+    (register,) = h.sip()
+    h.send(reply(register, 200, *headers))
+    return register
+
+
+def registers(h: Harness) -> list[Request]:
+    return [m for m in h.sip() if isinstance(m, Request) and m.method == "REGISTER"]
+
+
+@pytest.mark.parametrize(
+    ("password", "status", "header", "reason"),
+    [
+        ("secret", 401, "", "credentials refused"),  # a 401 without a challenge
+        (
+            None,
+            401,
+            "WWW-Authenticate: " + build_challenge(realm="r", nonce="n", algorithm="MD5"),
+            "refused",
+        ),
+        ("secret", 407, "Proxy-Authenticate: Digest algorithm=MD5", "credentials refused"),
+        ("secret", 403, "", "Whatever"),
+    ],
+)
+def test_a_refused_registration_is_reported_and_retried_later(
+    script: Script, password: str | None, status: int, header: str, reason: str
+) -> None:
+    h = Harness(script, password=password)
+    h.node.start(h.now)
+    h.node.start(h.now)  # one REGISTER at a time
+    h.drain()
+    (register,) = h.sip()
+    h.send(reply(register, status, *([header] if header else [])))
+    assert h.sip() == []  # no Authorization is made up
+    (failed,) = h.of(nc.RegistrationFailed)
+    assert failed == nc.RegistrationFailed(status, failed.reason, 5.0) and reason in failed.reason
+    assert h.node.registered_until is None
+    h.advance(4.9)
+    assert registers(h) == []
+    h.advance(0.2)
+    (retry,) = registers(h)
+    assert retry.call_id == register.call_id and retry.cseq.number == register.cseq.number + 1
+
+
+def test_an_unanswered_register_times_out_and_is_retried(script: Script) -> None:
+    h = Harness(script)
+    h.node.start(h.now)
+    h.drain()
+    first = registers(h)[0]
+    h.advance(31.0)  # Timer F is 64 × T1 = 32 s; until then only retransmissions
+    assert h.of(nc.RegistrationFailed) == []
+    assert {m.cseq.number for m in registers(h)} == {first.cseq.number}
+    h.advance(1.5)
+    (failed,) = h.of(nc.RegistrationFailed)
+    assert failed.status == 408 and "no answer" in failed.reason
+    h.sip()
+    h.advance(5.0)
+    assert {m.cseq.number for m in registers(h)} == {first.cseq.number + 1}
+
+
+def test_423_raises_the_expiry_to_the_servers_minimum(script: Script) -> None:
+    h = Harness(script)
+    h.node.start(h.now)
+    h.drain()
+    (register,) = h.sip()
+    assert "expires=300" in (register.headers.get("Contact") or "")
+    h.send(reply(register, 100))  # provisional: nothing to do yet
+    assert h.sip() == [] and h.of(nc.RegistrationFailed) == []
+    h.send(reply(register, 423, "Min-Expires: 900"))
+    (again,) = h.sip()
+    assert "expires=900" in (again.headers.get("Contact") or "")
+    assert h.of(nc.RegistrationFailed) == []
+    h.send(reply(again, 200, "Expires: 900"))
+    assert h.of(nc.Registered) == [nc.Registered(expires=900, flow_timer=None, challenged=False)]
+
+
+def test_granted_expiry_comes_from_our_own_contact_else_the_default(script: Script) -> None:
+    h = Harness(script)
+    registered(
+        h,
+        "Contact: <sip:ivr@10.0.0.1:7000>;expires=50",  # another device's binding
+        "Contact: <sip:ivr@127.0.0.1:7000>;expires=soon",  # ours, but unreadable
+    )
+    # neither usable, no Expires header: what we asked for; no Flow-Timer: keep-alive every 25 s
+    assert h.of(nc.Registered) == [nc.Registered(expires=300, flow_timer=None, challenged=False)]
+    h.advance(24.9)
+    assert h.wire == []
+    h.advance(0.2)
+    assert [len(d) for d in h.wire] == [20]
+    h2 = Harness(script)
+    registered(h2, "Contact: <sip:ivr@127.0.0.1:7000>", "Expires: 77")  # no expires param
+    assert h2.of(nc.Registered)[0].expires == 77
+
+
+def test_a_refresh_keeps_the_keepalive_schedule(script: Script) -> None:
+    h = Harness(script)
+    registered(h, "Expires: 20", "Flow-Timer: 10")  # keep-alive every 8 s, refresh at 10 s
+    pong = b"\x01\x01\x00\x00" + b"\x21\x12\xa4\x42" + b"0" * 12
+    h.advance(8.0)
+    h.node.receive_datagram(pong, MANAGER, h.now)
+    h.advance(2.0)
+    (refresh,) = registers(h)
+    h.wire.clear()
+    h.send(reply(refresh, 200, "Expires: 20", "Flow-Timer: 10"))
+    assert len(h.of(nc.Registered)) == 2
+    h.advance(5.9)  # the keep-alive stays due at 16 s, not pushed to 18 s
+    assert h.wire == []
+    h.advance(0.2)
+    assert [d[:2] for d in h.wire] == [b"\x00\x01"]
+
+
+def test_keepalive_answers_from_elsewhere_do_not_keep_the_flow(script: Script) -> None:
+    h = Harness(script)
+    registered(h, "Flow-Timer: 1", "Expires: 600")
+    ok = answered_call(h)
+    session = ok.headers.get(SESSION_HEADER)
+    pong = b"\x01\x01\x00\x00" + b"\x21\x12\xa4\x42" + b"0" * 12
+    for _ in range(5):
+        h.advance(0.8)
+        h.node.receive_datagram(pong, ("127.0.0.1", 9999), h.now)  # not the call manager
+        h.drain()
+    (lost,) = h.of(nc.FlowLost)
+    assert lost.calls == 1 and lost.silent_for > 3.2
+    # the call is let go without a BYE and without deleting its checkpoint (another node resumes)
+    assert [e.reason for e in h.of(nc.CallEnded)] == ["flow to the call manager lost"]
+    assert h.take(nc.DeleteCheckpoint) == [] and h.take(nc.CloseMedia) == [nc.CloseMedia("c1@ck")]
+    sent = [m for m in h.sip() if isinstance(m, Request)]
+    assert [m.method for m in sent] == ["REGISTER"] and h.node.calls == {}
+    assert session is not None and h.of(nc.SessionEnded) == []
+
+
+def test_stop_before_registering_sends_nothing(script: Script) -> None:
+    h = Harness(script)
+    h.node.stop(h.now)
+    h.drain()
+    assert h.wire == [] and not h.node.unregistering
+
+
+def test_a_refused_deregistration_is_not_retried_in_a_loop(script: Script) -> None:
+    h = Harness(script)
+    registered(h, "Expires: 600")
+    h.node.stop(h.now)
+    h.drain()
+    (unregister,) = h.sip()
+    challenge = "WWW-Authenticate: " + build_challenge(
+        realm="127.0.0.1", nonce="n3", algorithm="MD5"
+    )
+    h.send(reply(unregister, 401, challenge))
+    (again,) = h.sip()
+    h.send(reply(again, 401, challenge))  # the same nonce: the password is wrong
+    assert h.sip() == [] and not h.node.unregistering
+
+
+# --- calls: bad INVITEs, in-dialog requests, timers -------------------------------------------------
+
+
+def responses(h: Harness) -> list[Response]:
+    return [m for m in h.sip() if isinstance(m, Response)]
+
+
+def out_of_dialog(method: str, *extra: str) -> str:
+    return (
+        f"{method} sip:ivr@127.0.0.1:7000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ood-{method}\r\nMax-Forwards: 70\r\n"
+        "From: <sip:callkeeper@127.0.0.1>;tag=x\r\nTo: <sip:ivr@127.0.0.1>\r\n"
+        f"Call-ID: ood-{method}@ck\r\nCSeq: 1 {method}\r\n"
+        + "".join(line + "\r\n" for line in extra)
+        + "Content-Length: 0\r\n\r\n"
+    )
+
+
+G722_ONLY = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 9").replace("PCMA/8000", "G722/8000")
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "status"),
+    [
+        ("v=0\r\nthis is not SDP\r\n", (), 400),
+        (G722_ONLY.replace("a=rtpmap:0 PCMU/8000\r\n", ""), (), 488),
+        (OFFER.replace("c=IN IP4 127.0.0.9\r\n", ""), (), 400),  # no connection address
+    ],
+)
+def test_an_unusable_invite_is_refused(
+    script: Script, body: str, extra: tuple[str, ...], status: int
+) -> None:
+    h = Harness(script)
+    h.send(invite("bad@ck", *extra, body=body))
+    assert [r.status for r in responses(h)] == [status]
+    assert h.node.calls == {} and h.commands == [] and h.of(nc.CallAnswered) == []
+
+
+def test_an_invite_without_contact_is_refused(script: Script) -> None:
+    h = Harness(script)
+    h.send(invite("nc@ck").replace("Contact: <sip:callkeeper@127.0.0.1:5060>\r\n", ""))
+    assert [r.status for r in responses(h)] == [400]
+    assert h.node.calls == {} and h.take(nc.LoadCheckpoint) == []
+
+
+def test_an_invite_without_sdp_gets_an_offer_and_media_waits(script: Script) -> None:
+    h = Harness(script)
+    h.send(invite("late@ck", body=""))
+    (ok,) = responses(h)
+    assert ok.status == 200 and ok.headers.get("Content-Type") == "application/sdp"
+    (audio,) = parse_sdp(ok.body).media
+    assert audio.port == RTP_PORT and audio.payload_types == [0, 8, 101]
+    assert h.take(nc.OpenMedia) == []  # no remote address yet
+    assert h.of(nc.CallAnswered)[0].call == "late@ck"
+
+
+def test_a_second_invite_for_a_known_call_id_starts_no_second_session(script: Script) -> None:
+    h = Harness(script)
+    answered_call(h)
+    h.take(nc.OpenMedia)
+    other_branch = invite().replace("branch=z9hG4bK-c1-ck", "branch=z9hG4bK-other")
+    h.send(other_branch)
+    assert [r.status for r in responses(h)] == [482]  # a merged request (RFC 3261 §8.2.2.2)
+    assert h.take(nc.OpenMedia) == [] and len(h.of(nc.CallAnswered)) == 1
+
+
+def test_an_unacknowledged_2xx_ends_the_call_with_a_bye(script: Script) -> None:
+    h = Harness(script)
+    h.send(invite())
+    (ok,) = responses(h)
+    session = ok.headers.get(SESSION_HEADER)
+    h.advance(31.0)
+    assert {r.status for r in responses(h)} == {200} and h.node.calls
+    h.advance(1.5)  # Timer H (64 × T1) has passed without an ACK
+    bye, *retransmitted = [m for m in h.sip() if isinstance(m, Request)]
+    assert {m.method for m in retransmitted} <= {"BYE"}
+    assert bye.method == "BYE" and bye.call_id == "c1@ck" and bye.to_addr.tag == "ck1"
+    assert h.take(nc.DeleteCheckpoint) == [nc.DeleteCheckpoint(session, "n1/c1@ck")]
+    assert [e.reason for e in h.of(nc.CallEnded)] == ["no ACK for our 2xx"]
+    assert h.node.calls == {}
+
+
+def test_stray_acks_and_stale_requests_in_a_dialog(script: Script) -> None:
+    h = Harness(script)
+    ok = answered_call(h)
+    h.send(in_dialog("ACK", ok, 1, branch="again"))  # a second ACK: nothing to stop
+    h.send(in_dialog("ACK", ok, 1).replace("Call-ID: c1@ck", "Call-ID: gone@ck"))
+    assert h.sip() == []
+    h.send(in_dialog("INFO", ok, 1, branch="old"))  # CSeq not above the INVITE's
+    assert [r.status for r in responses(h)] == [500]
+    h.send(in_dialog("MESSAGE", ok, 2, body="hi"))
+    (refused,) = responses(h)
+    assert refused.status == 405 and "INFO" in (refused.headers.get("Allow") or "")
+    assert refused.to_addr.tag == ok.to_addr.tag and "c1@ck" in h.node.calls
+
+
+def test_in_dialog_notify_options_and_info_ping(script: Script) -> None:
+    h = Harness(script)
+    ok = answered_call(h)
+    h.send(in_dialog("OPTIONS", ok, 2))
+    h.send(in_dialog("INFO", ok, 3))  # no body, no type: a ping
+    h.send(in_dialog("NOTIFY", ok, 4, "Event: dialog", body="x"))
+    body = "SIP/2.0 100 Trying"  # our REFER's progress, not its end
+    h.send(in_dialog("NOTIFY", ok, 5, "Event: refer;id=2", body=body))
+    assert [r.status for r in responses(h)] == [200, 200, 200, 200]
+    assert h.of(nc.DigitReceived) == [] and "c1@ck" in h.node.calls
+    h.send(in_dialog("INFO", ok, 6, "Content-Type: text/plain", body="1"))
+    assert [r.status for r in responses(h)] == [415]
+
+
+def test_out_of_dialog_requests(script: Script) -> None:
+    h = Harness(script)
+    h.send(out_of_dialog("NOTIFY", "Event: check-sync"))  # e.g. a reboot request
+    h.send(out_of_dialog("MESSAGE"))
+    h.send(out_of_dialog("ACK"))
+    ok, refused = responses(h)
+    assert ok.status == 200 and ok.cseq.method == "NOTIFY"
+    assert refused.status == 405 and refused.headers.get("Allow", "").startswith("INVITE")
+    assert h.node.calls == {} and h.events == []
+
+
+def cancel(call_id: str, branch: str) -> str:
+    return (
+        f"CANCEL sip:ivr@127.0.0.1:7000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=ck1\r\nTo: <sip:ivr@127.0.0.1>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def test_cancel_after_the_answer_or_of_nothing_leaves_calls_alone(script: Script) -> None:
+    h = Harness(script)
+    answered_call(h)
+    h.send(cancel("c1@ck", "z9hG4bK-c1-ck"))  # too late: the call is answered
+    h.send(cancel("nobody@ck", "z9hG4bK-nobody"))
+    statuses = [r.status for r in responses(h)]
+    assert 487 not in statuses and statuses[-1] == 481
+    assert "c1@ck" in h.node.calls and h.of(nc.CallEnded) == []
+
+
+def test_reinvite_without_sdp_and_with_bad_or_unchanged_sdp(script: Script) -> None:
+    h = Harness(script)
+    ok = answered_call(h)
+    h.take(nc.OpenMedia)
+    contact = "Contact: <sip:c@127.0.0.1>"
+    h.send(in_dialog("INVITE", ok, 2, contact))
+    (offer,) = responses(h)
+    assert offer.status == 200 and offer.headers.get(SESSION_HEADER) == ok.headers.get(
+        SESSION_HEADER
+    )
+    assert parse_sdp(offer.body).origin.session_version == 2 and parse_sdp(offer.body).media[
+        0
+    ].port == (RTP_PORT)
+    sdp = "Content-Type: application/sdp"
+    h.send(in_dialog("INVITE", ok, 3, contact, sdp, body="v=0\r\nbroken\r\n"))
+    h.send(in_dialog("INVITE", ok, 4, contact, sdp, body=G722_ONLY))
+    assert [r.status for r in responses(h)] == [400, 488]
+    h.send(in_dialog("INVITE", ok, 5, contact, sdp, body=OFFER))  # the same media again
+    (same,) = responses(h)
+    assert same.status == 200 and parse_sdp(same.body).origin.session_version == 3
+    assert h.take(nc.UpdateMedia) == [] and h.take(nc.OpenMedia) == []
+
+
+def test_a_late_cancel_does_not_end_a_confirmed_call(script: Script) -> None:
+    # regression: a CANCEL after the ACK (answer cleared) used to end the call silently, with
+    # no BYE to the caller and no 487 (the INVITE already had its 2xx)
+    h = Harness(script)
+    ok = answered_call(h)
+    h.commands.clear()
+    h.send(cancel("c1@ck", "z9hG4bK-c1-ck"))
+    assert [r.status for r in responses(h)] == [200]
+    assert h.commands == [] and h.of(nc.CallEnded) == [] and "c1@ck" in h.node.calls
+    h.send(in_dialog("BYE", ok, 2))  # the call still ends the normal way
+    assert [r.status for r in responses(h)] == [200] and h.take(nc.DeleteCheckpoint)
+
+
+# --- the script's commands through the node ---------------------------------------------------------
+
+
+def test_inputs_for_unknown_calls_are_ignored(script: Script) -> None:
+    h = Harness(script)
+    h.node.digit("nobody@ck", "1", h.now)
+    h.node.prompt_progress("nobody@ck", 1.0, h.now)
+    h.node.prompt_finished("nobody@ck", h.now)
+    h.node.checkpoint_loaded("nobody@ck", None, h.now)
+    h.drain()
+    assert h.wire == [] and h.commands == [] and h.events == []
+
+
+def test_no_input_ends_in_goodbye_and_a_bye(script: Script) -> None:
+    h = Harness(script)
+    ok = answered_call(h)
+    session = ok.headers.get(SESSION_HEADER)
+    for _ in range(4):  # welcome, then the menu and two retries, each timing out
+        h.node.prompt_finished("c1@ck", h.now)
+        h.drain()
+        h.advance(5.1)
+    failed = h.of(nc.CollectFailed)
+    assert [(f.step, f.retries_left) for f in failed] == [("menu", 1), ("menu", 0), ("menu", 0)]
+    assert [p.name for p in h.take(nc.PlayPrompt)][-1] == "goodbye"
+    h.sip()
+    h.node.prompt_finished("c1@ck", h.now)  # goodbye ends: the hangup step
+    h.drain()
+    (bye,) = [m for m in h.sip() if isinstance(m, Request)]
+    assert bye.method == "BYE" and bye.call_id == "c1@ck"
+    (ended,) = h.of(nc.SessionEnded)
+    assert ended.session == session and ended.reason == "caller done"
+    assert [e.reason for e in h.of(nc.CallEnded)] == ["caller done"] and h.node.calls == {}
+    assert h.take(nc.DeleteCheckpoint)[-1].session == session
+
+
+def _to_support(h: Harness, *, ack: bool) -> tuple[Response, Request]:
+    h.send(invite())
+    (ok,) = responses(h)
+    if ack:
+        h.send(in_dialog("ACK", ok, 1))
+    h.node.prompt_finished("c1@ck", h.now)
+    h.node.digit("c1@ck", "2", h.now)  # technical support: "transferring", then the REFER
+    h.node.prompt_finished("c1@ck", h.now)
+    h.drain()
+    (refer,) = [m for m in h.sip() if isinstance(m, Request) and m.method == "REFER"]
+    return ok, refer
+
+
+def test_a_refused_transfer_hangs_up(script: Script) -> None:
+    h = Harness(script)
+    ok, refer = _to_support(h, ack=True)
+    assert refer.headers.get("Refer-To") == "<sip:support@127.0.0.1>"
+    h.send(reply(refer, 100, to_tag=ok.to_addr.tag or ""))  # provisional: nothing yet
+    assert h.sip() == [] and "c1@ck" in h.node.calls
+    h.send(reply(refer, 603, to_tag=ok.to_addr.tag or ""))
+    (bye,) = [m for m in h.sip() if isinstance(m, Request)]
+    assert bye.method == "BYE" and bye.cseq.number > refer.cseq.number
+    assert [e.reason for e in h.of(nc.CallEnded)] == ["transfer refused (603)"]
+    assert h.node.calls == {}
+
+
+def test_a_transfer_before_the_ack_confirms_the_dialog(script: Script) -> None:
+    h = Harness(script)
+    ok, refer = _to_support(h, ack=False)
+    assert refer.to_addr.tag == "ck1" and refer.from_addr.tag == ok.to_addr.tag
+    assert refer.call_id == "c1@ck" and "c1@ck" in h.node.calls
+
+
+RECORD_SCRIPT = """
+[script]
+name = "rec"
+start = "rec"
+[[steps]]
+id = "rec"
+kind = "record"
+file = "msg-${caller}.wav"
+max_seconds = 30
+next = "out"
+[[steps]]
+id = "out"
+kind = "transfer"
+to = "sip:desk@10.0.0.5"
+"""
+
+
+def test_record_then_transfer_to_a_full_uri() -> None:
+    from callkeeper.ivr.script import parse_script
+
+    h = Harness(parse_script(RECORD_SCRIPT))
+    ok = answered_call(h)
+    assert h.take(nc.StartRecord) == [nc.StartRecord("c1@ck", "msg-carol.wav", 30.0)]
+    h.node.digit("c1@ck", "#", h.now)  # the terminator
+    h.drain()
+    assert h.take(nc.StopRecord) == [nc.StopRecord("c1@ck")]
+    (refer,) = [m for m in h.sip() if isinstance(m, Request) and m.method == "REFER"]
+    assert refer.headers.get("Refer-To") == "<sip:desk@10.0.0.5>"
+    assert refer.call_id == ok.call_id
+
+
+def test_digits_before_the_checkpoint_is_loaded_are_kept(script: Script) -> None:
+    h = Harness(script)
+    registered(h, "Flow-Timer: 1", "Expires: 600")
+    h.send(invite("c9@ck", f"{SESSION_HEADER}: n0-42"))
+    h.node.digit("c9@ck", "1", h.now)
+    h.node.digit("c9@ck", "1", h.now)
+    h.node.prompt_finished("c9@ck", h.now)  # no runner yet: nothing to finish
+    h.drain()
+    pong = b"\x01\x01\x00\x00" + b"\x21\x12\xa4\x42" + b"0" * 12
+    h.advance(0.9)  # the node's own timers run while the load is pending
+    h.node.receive_datagram(pong, MANAGER, h.now)
+    assert [d.digit for d in h.of(nc.DigitReceived)] == ["1", "1"]
+    assert h.of(nc.DigitsCollected) == [] and [r.status for r in responses(h)] == [100]
+    h.node.checkpoint_loaded("c9@ck", _checkpoint(script, "n0-42"), h.now)
+    h.drain()
+    assert [r.headers.get(SESSION_HEADER) for r in responses(h)] == ["n0-42"]
+    assert h.of(nc.DigitsCollected)[-1].value == "4711"
+
+
+def test_a_checkpoint_that_cannot_be_resumed_starts_afresh(script: Script) -> None:
+    h = Harness(script)
+    h.send(invite("c9@ck", f"{SESSION_HEADER}: n0-42"))
+    broken = encode_envelope(Envelope(script.name, "n0/x", "n0", "account", b"\x93garbage"))
+    h.node.checkpoint_loaded("c9@ck", broken, h.now)
+    h.drain()
+    (restarted,) = h.of(nc.SessionRestarted)
+    assert "cannot be resumed" in restarted.reason
+    assert [p.name for p in h.take(nc.PlayPrompt)] == ["welcome"]
+
+
+def test_prompt_progress_is_checkpointed(script: Script) -> None:
+    h = Harness(script)
+    answered_call(h)
+    h.take(nc.SaveCheckpoint)
+    h.node.prompt_progress("c1@ck", 2.5, h.now)
+    h.drain()
+    (saved,) = h.take(nc.SaveCheckpoint)
+    state = decode_checkpoint(decode_envelope(saved.data).data)
+    assert state.step == "welcome" and state.prompt_offset == 2.5
+
+
+def test_answer_sdp_rejects_extra_streams_and_omits_absent_events(script: Script) -> None:
+    offer = (
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n"
+        "m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+        "m=audio 6000 RTP/AVP 9 0\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\n"
+        "m=audio 6004 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+    media = choose_media(parse_sdp(offer))
+    assert media is not None and (media.codec, media.payload_type) == (Codec.PCMU, 0)
+    assert media.telephone_event is None and media.remote == ("127.0.0.9", 6000)
+    h = Harness(script)
+    h.send(invite(body=offer))
+    (ok,) = responses(h)
+    video, audio, second = parse_sdp(ok.body).media
+    assert (video.kind, video.port) == ("video", 0) and second.port == 0
+    assert audio.port == RTP_PORT and audio.payload_types == [0]
+    assert "a=sendonly" in ok.body.decode() and "telephone-event" not in ok.body.decode()

@@ -204,3 +204,19 @@ def test_a_timestamp_that_does_not_move_is_no_frame_size() -> None:
     first = cont.rewrite(stream(0xB, 9, 9, 1)[0], 0.121)
     assert first is not None
     assert first.timestamp == audio[-1].timestamp + 240 + 240
+
+
+def test_a_long_call_is_never_cut_by_the_stale_check() -> None:
+    """More than 65,536 packets from one source (22 minutes at 50/s): every one goes through."""
+    continuity = StreamContinuity(ssrc=0x1234)
+    sequence, timestamp, now = 65000, 10, 0.0
+    relayed = 0
+    for _ in range(140_000):
+        out = continuity.rewrite_fields(0xABCD, sequence, timestamp, False, now)
+        relayed += out is not None
+        sequence = (sequence + 1) & 0xFFFF
+        timestamp = (timestamp + 160) & 0xFFFFFFFF
+        now += 0.02
+    assert relayed == 140_000 and continuity.dropped == 0
+    # a packet from long before (older than the window) is still refused
+    assert continuity.rewrite_fields(0xABCD, (sequence - 0x6000) & 0xFFFF, 0, False, now) is None

@@ -33,6 +33,7 @@ import contextlib
 import secrets
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,7 +70,10 @@ RecordedHandler = Callable[[Record, Recording, bool], None]
 stopped by itself (silence, maximum length) rather than because its side closed."""
 
 _FIXED = struct.Struct("!BBHII")
-_SEQ_TS_SSRC = struct.Struct("!HII")
+# The fast path's: the fixed header after its first octet (checked before), read and rewritten.
+_unpack_header = struct.Struct("!xBHII").unpack_from
+_pack_header = struct.Struct("!BHII").pack_into
+_LATCHED = LatchState.LATCHED
 _PLAIN_RTP_FIRST_OCTET = 0x80  # version 2, no padding, no extension, no CSRCs
 _SOCKET_BUFFER = 1 << 20
 
@@ -186,6 +190,13 @@ class MediaRelay:
         self.on_recorded = on_recorded
         self.on_digit: Callable[[str, str], None] | None = None  # (side id, key) to the core
         self.loop = loop or asyncio.get_running_loop()
+        # The clock the relay reads per packet (`now` for the continuity): the loop's, without
+        # a Python method call when the loop is asyncio's own (whose time() is monotonic()).
+        self._clock: Callable[[], float] = (
+            time.monotonic
+            if getattr(type(self.loop), "time", None) is asyncio.BaseEventLoop.time
+            else self.loop.time
+        )
         self.sides: dict[str, _Side] = {}
         self.packets_in = 0
         self.packets_out = 0
@@ -480,10 +491,10 @@ class MediaRelay:
         if (
             len(data) >= 12
             and data[0] == _PLAIN_RTP_FIRST_OCTET
-            and latch.state is LatchState.LATCHED
+            and latch.state is _LATCHED
             and source == latch.latched_address
         ):
-            second, sequence, timestamp, ssrc = _FIXED.unpack_from(data)[1:]
+            second, sequence, timestamp, ssrc = _unpack_header(data)
             if ssrc == latch.latched_ssrc and second not in RTCP_PACKET_TYPES:
                 if side.recording is not None:
                     self._take_message(side, second & 0x7F, data[12:])
@@ -518,28 +529,29 @@ class MediaRelay:
     ) -> None:
         if side.digit_types and (second & 0x7F) in side.digit_types:
             self._tap_digit(side, data)
-        target = self.sides.get(side.peer) if side.peer is not None else None
+        peer = side.peer
+        target = self.sides.get(peer) if peer is not None else None
         if target is None or side.player is not None or target.player is not None:
             self.dropped[UNBRIDGED] += 1
             return
-        destination = target.rtp_destination()
-        if destination is None or target.rtp is None:
+        latch = target.latch
+        destination = latch.latched_address or latch.signalled  # target.rtp_destination()
+        endpoint = target.rtp
+        if destination is None or endpoint is None:
             self.dropped[UNBRIDGED] += 1
             return
-        header = target.continuity.rewrite_header(
-            ssrc=ssrc,
-            sequence=sequence,
-            timestamp=timestamp,
-            marker=bool(second & 0x80),
-            now=self.loop.time(),
+        fields = target.continuity.rewrite_fields(
+            ssrc, sequence, timestamp, second > 0x7F, self._clock()
         )
-        if header is None:
+        if fields is None:
             self.dropped[STALE] += 1
             return
+        out_ssrc, out_sequence, out_timestamp, marker = fields
         out = bytearray(data)
-        out[1] = (second & 0x7F) | (0x80 if header.marker else 0)
-        _SEQ_TS_SSRC.pack_into(out, 2, header.sequence, header.timestamp, header.ssrc)
-        target.rtp.send(out, destination)
+        _pack_header(
+            out, 1, (second & 0x7F) | (0x80 if marker else 0), out_sequence, out_timestamp, out_ssrc
+        )
+        endpoint.send(out, destination)
         self.packets_out += 1
 
     def _forward_rtcp(self, side: _Side, data: bytes) -> None:

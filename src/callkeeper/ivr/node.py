@@ -575,7 +575,11 @@ class IvrNode:
         status = 200 if event.cancelled_transaction_id is not None else 481
         self._respond(event.request, event.transaction_id, status, now=now)
         call = self.calls.get(event.request.call_id)
-        if call is None or call.answer is not None or call.invite_transaction is None:
+        # Once our 2xx is out (even after its ACK cleared `answer`) a CANCEL has no effect
+        # (RFC 3261 §9.2): the call is confirmed and only a BYE ends it.
+        if call is None or call.dialog.state is not DialogState.EARLY:
+            return
+        if call.invite_transaction is None:
             return
         if call.invite_transaction == event.cancelled_transaction_id:
             self._respond(call.invite, call.invite_transaction, 487, now=now)
@@ -788,6 +792,10 @@ class IvrNode:
                 break
             self._run(call, command, now)
             if call.ended:
+                # a Hangup ends the call; the session's DiscardCheckpoint follows it
+                while (command := runner.next_command()) is not None:
+                    if isinstance(command, ic.DiscardCheckpoint):
+                        self._run(call, command, now)
                 while (event := runner.next_event()) is not None:
                     self._report(call, event)
                 break
@@ -969,21 +977,6 @@ def _contacts(response: Response) -> list[Address]:
         return response.contacts
     except ParseError:
         return []
-
-
-def _detail(command: object) -> dict[str, str]:
-    """The scalar fields of an interpreter event, as text (for the log)."""
-    fields: tuple[str, ...] = tuple(
-        getattr(command, "__dataclass_fields__", None)
-        or getattr(command, "__struct_fields__", None)
-        or ()
-    )
-    detail: dict[str, str] = {}
-    for name in fields:
-        value = getattr(command, name, None)
-        if isinstance(value, str | int | float | bool):
-            detail[name] = str(value)
-    return detail
 
 
 _G711 = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA}

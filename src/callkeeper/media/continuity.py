@@ -42,6 +42,11 @@ class RewrittenHeader:
     marker: bool
 
 
+# How far behind the newest packet a packet may come and still be relayed (sequence numbers;
+# 16,384 packets = 5.5 minutes at 50 packets/s): older ones are from before the switch.
+_STALE_WINDOW = 0x4000
+
+
 @dataclass(slots=True)
 class _Mapping:
     upstream_ssrc: int
@@ -67,7 +72,7 @@ class StreamContinuity:
         self._switch_pending = False
         self._retired: deque[int] = deque(maxlen=_RETIRED_SOURCES)
         self._frame_samples = DEFAULT_FRAME_SAMPLES
-        self._highest_sequence: int | None = None
+        self._highest_sequence = -1  # the highest sequence sent; -1 before the first
         self._highest_timestamp = 0
         self._highest_at = 0.0
 
@@ -80,25 +85,53 @@ class StreamContinuity:
         self, *, ssrc: int, sequence: int, timestamp: int, marker: bool, now: float
     ) -> RewrittenHeader | None:
         """The outgoing header for an upstream packet, or None to drop it (stale or retired)."""
+        fields = self.rewrite_fields(ssrc, sequence, timestamp, marker, now)
+        return None if fields is None else RewrittenHeader(*fields)
+
+    def rewrite_fields(
+        self, ssrc: int, sequence: int, timestamp: int, marker: bool, now: float
+    ) -> tuple[int, int, int, bool] | None:
+        """`rewrite_header` as a plain (ssrc, sequence, timestamp, marker) tuple: the relay's
+        per-packet path. The steady case (the current source, no switch pending) is inline."""
         mapping = self._mapping
-        if self._switch_pending or mapping is None or ssrc != mapping.upstream_ssrc:
-            if not self._switch_pending and ssrc in self._retired:
-                self.dropped += 1
-                return None
-            switched = self._highest_sequence is not None
-            mapping = self._start_mapping(ssrc, sequence, timestamp, now)
-            marker = marker or switched
-            # The jump from the old source's last packet is a pause, not a frame size.
-            estimate_frame = False
-        elif (sequence - mapping.first_sequence) & 0xFFFF >= 0x8000:
+        if mapping is None or self._switch_pending or ssrc != mapping.upstream_ssrc:
+            return self._rewrite_switch(ssrc, sequence, timestamp, marker, now)
+        since_first = (sequence - mapping.first_sequence) & 0xFFFF
+        if since_first >= 0x8000:
             self.dropped += 1  # sent before this source's first packet we relayed
             return None
-        else:
-            estimate_frame = True
+        if since_first > _STALE_WINDOW:
+            # Slide the mark along: "older than the first packet" only means something near a
+            # switch; a fixed mark would drop half of every 65,536 packets of a long call.
+            mapping.first_sequence = (sequence - _STALE_WINDOW) & 0xFFFF
         out_sequence = (sequence + mapping.sequence_offset) & 0xFFFF
         out_timestamp = (timestamp + mapping.timestamp_offset) & 0xFFFFFFFF
-        self._note_sent(out_sequence, out_timestamp, now, estimate_frame=estimate_frame)
-        return RewrittenHeader(self.ssrc, out_sequence, out_timestamp, marker)
+        # `_note_sent(..., estimate_frame=True)`, inline; a mapping means a packet was sent.
+        ahead = (out_sequence - self._highest_sequence) & 0xFFFF
+        if ahead and ahead < 0x8000:  # not a duplicate, nor a reordered older packet
+            if ahead == 1:
+                step = (out_timestamp - self._highest_timestamp) & 0xFFFFFFFF
+                if 0 < step <= _MAX_FRAME_SAMPLES:
+                    self._frame_samples = step
+            self._highest_sequence = out_sequence
+            self._highest_timestamp = out_timestamp
+            self._highest_at = now
+        return self.ssrc, out_sequence, out_timestamp, marker
+
+    def _rewrite_switch(
+        self, ssrc: int, sequence: int, timestamp: int, marker: bool, now: float
+    ) -> tuple[int, int, int, bool] | None:
+        """The first packet of a new source (or of the stream), or a late one of a retired one."""
+        if not self._switch_pending and ssrc in self._retired:
+            self.dropped += 1
+            return None
+        switched = self._highest_sequence >= 0
+        mapping = self._start_mapping(ssrc, sequence, timestamp, now)
+        out_sequence = (sequence + mapping.sequence_offset) & 0xFFFF
+        out_timestamp = (timestamp + mapping.timestamp_offset) & 0xFFFFFFFF
+        # The jump from the old source's last packet is a pause, not a frame size.
+        self._note_sent(out_sequence, out_timestamp, now, estimate_frame=False)
+        return self.ssrc, out_sequence, out_timestamp, marker or switched
 
     def rewrite(self, packet: RtpPacket, now: float) -> RtpPacket | None:
         """`packet` as the leg should see it, or None to drop it."""
@@ -150,7 +183,7 @@ class StreamContinuity:
             self._retired.append(self._mapping.upstream_ssrc)
         if ssrc in self._retired:
             self._retired.remove(ssrc)  # an explicit switch back to an earlier source
-        if self._highest_sequence is None:
+        if self._highest_sequence < 0:
             out_sequence, out_timestamp = sequence, timestamp
         else:
             out_sequence = (self._highest_sequence + 1) & 0xFFFF
@@ -169,7 +202,7 @@ class StreamContinuity:
     def _note_sent(
         self, sequence: int, timestamp: int, now: float, *, estimate_frame: bool
     ) -> None:
-        if self._highest_sequence is None:
+        if self._highest_sequence < 0:
             self._set_highest(sequence, timestamp, now)
             return
         ahead = (sequence - self._highest_sequence) & 0xFFFF
