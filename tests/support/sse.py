@@ -29,7 +29,8 @@ class EventStream:
 
     def _read(self) -> None:
         name = ""
-        with contextlib.suppress(OSError, ValueError):
+        # close() may shut the stream under the reader: the response's fp goes away mid-read.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             while line := self.response.fp.readline():
                 text = line.decode().rstrip("\n")
                 if text.startswith("event: "):
