@@ -47,21 +47,20 @@ import random
 import re
 import resource
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import CLOCK_TICKS, cpu_seconds, free_port
+from common import CLOCK_TICKS, Server, cpu_seconds, free_port
+from common import start_server as common_start_server
 
 MAGIC_COOKIE = 0x2112A442
 COOKIE_BYTES = struct.pack(">I", MAGIC_COOKIE)
@@ -78,45 +77,6 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; the constant is in `sock
 
 
 # --- the server ------------------------------------------------------------------------------
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    sip_port: int
-    api_port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.api_port}{path}"
-
-    def get(self, path: str, timeout: float = 30.0) -> bytes:
-        with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
-            return bytes(response.read())
-
-    def metrics(self) -> dict[str, float]:
-        samples: dict[str, float] = {}
-        for line in self.get("/metrics").decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                # Seen while an SSE stream was (or had just been) open: the API's shutdown
-                # waits for the endless events handler. Not this bench's subject.
-                print("note: callkeeper did not exit within 5 s of SIGTERM; killed")
-                self.process.kill()
-                self.process.wait(5)
-
-
 def start_server(
     workdir: Path, users: int, flow_timer: int, misses: int, cpu: str | None
 ) -> Server:
@@ -137,28 +97,7 @@ def start_server(
         'level = "warning"',
     ]
     lines += [f'[[users]]\nname = "u{i}"' for i in range(users)]
-    config = workdir / "callkeeper.toml"
-    config.write_text("\n".join(lines) + "\n")
-    log = workdir / "callkeeper.log"
-    command = [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", cpu, *command]  # taskset execs: the PID is the server's
-    with log.open("wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir)
-    server = Server(process, sip_port, api_port, log)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"callkeeper exited {process.returncode}:\n{log.read_text()[-2000:]}"
-            )
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(server.get("/healthz", timeout=2)).get("status") == "ok":
-                return server
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError("callkeeper did not become healthy within 60 s")
-        time.sleep(0.1)
+    return common_start_server(workdir, lines, sip_port, api_port, cpu)
 
 
 # --- wire formats ------------------------------------------------------------------------------

@@ -23,17 +23,14 @@ import json
 import random
 import re
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import free_port
+from common import Server, free_port, start_server
 
 SDP = "v=0\r\no=sim {id} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
 HEADER_RE = re.compile(r"^([A-Za-z-]+)[ \t]*:[ \t]*(.*)$")
@@ -213,43 +210,14 @@ class Caller(asyncio.DatagramProtocol):
 
 
 # --- the server -----------------------------------------------------------------------------------
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    sip_port: int
-    api_port: int
-    log: Path
-
-    def get(self, path: str) -> bytes:
-        url = f"http://127.0.0.1:{self.api_port}{path}"
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return bytes(reply.read())
-
-    def metrics(self) -> dict[str, float]:
-        samples: dict[str, float] = {}
-        for line in self.get("/metrics").decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
-
-    def states(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for call in json.loads(self.get("/api/v1/calls")):
-            counts[call["state"]] = counts.get(call["state"], 0) + 1
-        return counts
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+def call_states(server: Server) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in json.loads(server.get("/api/v1/calls")):
+        counts[call["state"]] = counts.get(call["state"], 0) + 1
+    return counts
 
 
-def start_server(workdir: Path, devices: list[tuple[int, int]], grace: float) -> Server:
+def start_recovery_server(workdir: Path, devices: list[tuple[int, int]], grace: float) -> Server:
     sip_port, api_port = free_port(), free_port()
     lines = [
         "[sip]",
@@ -278,24 +246,7 @@ def start_server(workdir: Path, devices: list[tuple[int, int]], grace: float) ->
             f'name = "u{index}"',
             f'static_contacts = ["sip:u{index}@127.0.0.1:{first}", "sip:u{index}@127.0.0.1:{second}"]',
         ]
-    config = workdir / "callkeeper.toml"
-    config.write_text("\n".join(lines) + "\n")
-    log = workdir / "callkeeper.log"
-    command = [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)]
-    with log.open("wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir)
-    server = Server(process, sip_port, api_port, log)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"callkeeper exited:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(server.get("/healthz")).get("status") == "ok":
-                return server
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError("callkeeper did not become healthy within 60 s")
-        time.sleep(0.1)
+    return start_server(workdir, lines, sip_port, api_port)
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -347,7 +298,7 @@ async def run(calls: int, grace: float, rate: float, workdir: Path) -> Result:
         )
         firsts.append(first)
         seconds.append(second)
-    server = start_server(
+    server = start_recovery_server(
         workdir, [(a.port, b.port) for a, b in zip(firsts, seconds, strict=True)], grace
     )
     result = Result()
@@ -359,7 +310,7 @@ async def run(calls: int, grace: float, rate: float, workdir: Path) -> Result:
             caller.invite(index)
             await asyncio.sleep(1 / rate)
         await wait_for(lambda: len(caller.answered) == calls, 30, "every call answered")
-        await wait_for(lambda: server.states().get("active") == calls, 30, "every call active")
+        await wait_for(lambda: call_states(server).get("active") == calls, 30, "every call active")
         for phone in seconds:
             phone.answers = True  # from now on device 2 answers (the transfer target)
         returning = set(random.sample(range(calls), calls // 2))
@@ -367,7 +318,7 @@ async def run(calls: int, grace: float, rate: float, workdir: Path) -> Result:
         for phone in firsts:
             phone.silent = True
         result.held_within = await wait_for(
-            lambda: server.states().get("active", 0) == 0, 30, "every call held"
+            lambda: call_states(server).get("active", 0) == 0, 30, "every call held"
         )
         await asyncio.sleep(max(0.0, grace / 2 - (time.monotonic() - silenced_at)))
         for position, index in enumerate(sorted(returning)):
@@ -376,7 +327,9 @@ async def run(calls: int, grace: float, rate: float, workdir: Path) -> Result:
                 phone.dialogs.clear()  # rebooted: the old dialog is gone (481)
             phone.silent = False
         await wait_for(
-            lambda: server.states().get("active") == calls, grace + 40, "every call bridged again"
+            lambda: call_states(server).get("active") == calls,
+            grace + 40,
+            "every call bridged again",
         )
         result.recovered_within = time.monotonic() - silenced_at
         metrics = server.metrics()
