@@ -16,7 +16,7 @@ from callkeeper.calls.events import CallHeld, CallLost, CallRecovered, CallTrans
 from callkeeper.calls.model import CallState
 from callkeeper.config import Config
 from callkeeper.sip.message import Request, Response
-from support.fake_phones import Dialog, Network, reply, sdp
+from support.fake_phones import Dialog, Network, register, reply, sdp
 
 CALLER = ("127.0.0.1", 7001)
 ALICE1 = ("127.0.0.1", 7101)
@@ -447,19 +447,10 @@ def test_de_registering_mid_call_moves_the_call_at_once() -> None:
     alice3 = ("127.0.0.1", 7103)
     network.up.add(alice3)
 
-    def register(expires: int, cseq: int) -> str:
-        return (
-            "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {alice3[0]}:{alice3[1]};branch=z9hG4bK-r{cseq}\r\n"
-            "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r3\r\nTo: <sip:alice@127.0.0.1>\r\n"
-            f"Call-ID: reg3@127.0.0.1\r\nCSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:alice@{alice3[0]}:{alice3[1]}>;expires={expires}\r\nContent-Length: 0\r\n\r\n"
-        )
-
-    network.send(register(600, 1), alice3)
+    network.send(register("alice", alice3), alice3)
     assert network.take(alice3, status=200)
     call = Call(network, devices=(alice3, ALICE1, ALICE2))
-    network.send(register(0, 2), alice3)
+    network.send(register("alice", alice3, expires=0, cseq=2), alice3)
     assert call.state is CallState.TRANSFERRING
     assert "a=sendonly" in call.answer_reinvite(5000, "recvonly").body.decode()  # the hold
     invites = {device: network.one(device, "INVITE") for device in (ALICE1, ALICE2)}
@@ -472,7 +463,7 @@ def test_de_registering_mid_call_moves_the_call_at_once() -> None:
 def test_when_both_parties_fail_and_neither_returns_the_call_ends_cleanly() -> None:
     network = make_network()
     network.up.add(CALLER)
-    network.send(_register_carol(), CALLER)
+    network.send(register("carol", CALLER), CALLER)
     assert network.take(CALLER, status=200)
     call = Call(network)
     network.up.discard(CALLER)
@@ -522,7 +513,7 @@ def test_the_calls_view_shows_the_recovery_in_progress() -> None:
 def test_when_both_fail_whichever_returns_first_waits_held_for_the_other() -> None:
     network = make_network()
     network.up.add(CALLER)
-    network.send(_register_carol(), CALLER)
+    network.send(register("carol", CALLER), CALLER)
     assert network.take(CALLER, status=200)
     call = Call(network)
     fail_alice1(network, call)  # alice first: carol is held
@@ -553,16 +544,6 @@ def test_when_both_fail_whichever_returns_first_waits_held_for_the_other() -> No
     held = [e for e in events(network) if isinstance(e, CallHeld)]
     assert [h.reason for h in held] == ["timeout", "both parties failed"]
     assert engine.stats.outcomes["resumed"] == 1 and engine.stats.outcomes["lost"] == 0
-
-
-def _register_carol() -> str:
-    return (
-        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bK-rc\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=rc\r\nTo: <sip:carol@127.0.0.1>\r\n"
-        "Call-ID: regc@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:carol@{CALLER[0]}:{CALLER[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
 
 
 def test_a_dead_ivr_node_hands_its_session_to_another_node_at_once() -> None:

@@ -24,7 +24,7 @@ from callkeeper.calls.media_anchor import (
 from callkeeper.calls.model import CallState
 from callkeeper.config import Config
 from callkeeper.sip.message import Request
-from support.fake_phones import Dialog, Network, reply, sdp
+from support.fake_phones import Dialog, Network, register, reply, sdp
 from test_recovery_core import ALICE1, ALICE2, CALLER, GRACE, Call, caller_invite, events
 
 RELAY_PORTS = "40000-40100"
@@ -192,14 +192,7 @@ def test_a_phone_that_registers_is_told_about_waiting_messages() -> None:
     network = make_network(voicemail=True)
     network.core.restore_voicemail({"alice": 2})
     alice3 = ("127.0.0.1", 7103)
-    register = (
-        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {alice3[0]}:{alice3[1]};branch=z9hG4bK-r1\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r3\r\nTo: <sip:alice@127.0.0.1>\r\n"
-        "Call-ID: reg3@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:alice@{alice3[0]}:{alice3[1]}>;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
-    network.send(register, alice3)
+    network.send(register("alice", alice3), alice3)
     assert network.take(alice3, status=200)
     notify = network.one(alice3, "NOTIFY")
     assert "Voice-Message: 2/0" in notify.body.decode()

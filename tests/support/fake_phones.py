@@ -53,6 +53,19 @@ def reply(
     return "\r\n".join(lines) + "\r\n\r\n" + body
 
 
+def register(user: str, contact: Address, *, expires: int = 600, cseq: int = 1) -> str:
+    """A REGISTER of `user` from `contact` (from a trusted source: no digest needed)."""
+    return (
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {contact[0]}:{contact[1]};branch=z9hG4bK-r{user}{cseq}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=r{user}\r\n"
+        f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{user}-{contact[1]}@127.0.0.1\r\n"
+        f"CSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:{user}@{contact[0]}:{contact[1]}>;expires={expires}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+
 _REASONS = {
     100: "Trying",
     180: "Ringing",
