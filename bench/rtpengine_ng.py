@@ -15,52 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-Bencodable = bytes | str | int | list["Bencodable"] | dict[str, "Bencodable"]
-
-
-def bencode(value: Bencodable) -> bytes:
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list):
-        return b"l" + b"".join(bencode(item) for item in value) + b"e"
-    return b"d" + b"".join(bencode(key) + bencode(value[key]) for key in sorted(value)) + b"e"
-
-
-def bdecode(data: bytes) -> object:
-    value, end = _decode(data, 0)
-    if end != len(data):
-        raise ValueError("trailing bytes after the bencoded value")
-    return value
-
-
-def _decode(data: bytes, at: int) -> tuple[object, int]:
-    lead = data[at : at + 1]
-    if lead == b"i":
-        end = data.index(b"e", at)
-        return int(data[at + 1 : end]), end + 1
-    if lead == b"l":
-        items: list[object] = []
-        at += 1
-        while data[at : at + 1] != b"e":
-            item, at = _decode(data, at)
-            items.append(item)
-        return items, at + 1
-    if lead == b"d":
-        result: dict[str, object] = {}
-        at += 1
-        while data[at : at + 1] != b"e":
-            key, at = _decode(data, at)
-            result[bytes(key).decode() if isinstance(key, bytes) else str(key)], at = _decode(
-                data, at
-            )
-        return result, at + 1
-    colon = data.index(b":", at)
-    length = int(data[at:colon])
-    return data[colon + 1 : colon + 1 + length], colon + 1 + length
+from callkeeper.io.ng import Bencodable, bdecode, bencode
 
 
 class NgClient:

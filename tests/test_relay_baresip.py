@@ -260,7 +260,7 @@ def _crash_and_return(
 
     # bob was never re-INVITEd: the relay held him without touching his phone
     # (bob dialled, so any INVITE he received would be a re-INVITE of his call)
-    received = _sip_lines_to(bob)
+    received = sip_lines_to(bob)
     assert any(line.startswith("OPTIONS") for line in received), received  # the trace is read
     reinvites = [line for line in received if line.startswith("INVITE")]
     assert reinvites == [], reinvites
@@ -311,7 +311,7 @@ def best_correlation(recording: np.ndarray, template: np.ndarray) -> tuple[float
     return float(scores[best]), best
 
 
-def _sip_lines_to(p: Baresip) -> list[str]:
+def sip_lines_to(p: Baresip) -> list[str]:
     """The first line of every SIP message `p` received (from its -s trace)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", p.log())
     lines = []

@@ -157,7 +157,7 @@ class RecoverySection(BaseModel):
 class MediaSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # relay and rtpengine arrive with the media plane; until then the B2BUA passes SDP through.
+    # relay: the built-in RTP relay; rtpengine: rtpengine over NG; off: SDP passes through.
     mode: Literal["relay", "rtpengine", "off"] = "off"
     rtp_ports: str = "20000-29999"
     # The IP phones send RTP to (relay mode); default: the first non-wildcard SIP listen host.
@@ -175,7 +175,21 @@ class MediaSection(BaseModel):
                 raise ValueError("must be an IP address") from None
         return value
 
+    # rtpengine's NG control socket (media.mode = "rtpengine").
     rtpengine: str = "udp:127.0.0.1:2223"
+
+    @field_validator("rtpengine")
+    @classmethod
+    def _check_rtpengine(cls, value: str) -> str:
+        match = re.fullmatch(r"udp:(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", value.strip())
+        if not match or not 0 < int(match.group(2)) < 65536:
+            raise ValueError("must look like 'udp:127.0.0.1:2223'")
+        return value.strip()
+
+    @property
+    def rtpengine_address(self) -> tuple[str, int]:
+        host, _, port = self.rtpengine.removeprefix("udp:").rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("rtp_ports")
     @classmethod

@@ -29,6 +29,7 @@ from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
 from callkeeper.io.relay import MediaRelay
+from callkeeper.io.rtpengine import RtpengineMedia
 from callkeeper.io.voicemail import VoicemailStore
 from callkeeper.ivr.node import CHECKPOINT_NAMESPACE, decode_envelope
 from callkeeper.store import Store, StoreError
@@ -169,6 +170,31 @@ class MediaCollector(Collector):
             "callkeeper_media_bind_failures",
             "Relay ports that could not be bound",
             value=relay.bind_failures,
+        )
+
+
+class RtpengineCollector(Collector):
+    """The rtpengine backend's health (`media.mode = "rtpengine"`)."""
+
+    def __init__(self, rtpengine: RtpengineMedia) -> None:
+        self._rtpengine = rtpengine
+
+    def collect(self) -> Iterator[Metric]:
+        rtpengine = self._rtpengine
+        yield GaugeMetricFamily(
+            "callkeeper_media_rtpengine_slots",
+            "rtpengine calls set up in advance, ready for new calls",
+            value=rtpengine.anchor.free_slots,
+        )
+        yield CounterMetricFamily(
+            "callkeeper_media_rtpengine_failures",
+            "NG commands to rtpengine that failed or got no answer",
+            value=rtpengine.failures,
+        )
+        yield CounterMetricFamily(
+            "callkeeper_media_unanchored",
+            "Calls whose media went direct because no rtpengine slot was ready",
+            value=rtpengine.anchor.exhausted,
         )
 
 

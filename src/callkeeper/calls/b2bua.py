@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from callkeeper.calls import session_timer
+from callkeeper.calls.anchors import Anchor
 from callkeeper.calls.dialing import SESSION_HEADER, build_invite, new_call_id
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
-from callkeeper.calls.media_anchor import MediaAnchor
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
 from callkeeper.sip.address import Address
 from callkeeper.sip.capabilities import ALLOW, SUPPORTED
@@ -128,7 +128,7 @@ class B2BUA:
         self._abandon: TimerHeap[int] = TimerHeap()
         self._events: deque[CallEvent] = deque()
         self.hooks: RecoveryHooks | None = None
-        self.media: MediaAnchor | None = None  # media.mode = "relay": SDP names our ports
+        self.media: Anchor | None = None  # relay or rtpengine: SDP names our media ports
 
     # --- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:

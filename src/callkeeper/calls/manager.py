@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from callkeeper.calls import handover, mwi
+from callkeeper.calls.anchors import Anchor
 from callkeeper.calls.b2bua import B2BUA, CallTarget, Contact
 from callkeeper.calls.dialing import build_notify
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
@@ -23,6 +24,7 @@ from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaAnchor, MediaCommand, PortPool
 from callkeeper.calls.model import Call, LegState
 from callkeeper.calls.recovery import RecoveryEngine
+from callkeeper.calls.rtpengine_anchor import RtpengineAnchor, RtpengineCommand
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
 from callkeeper.calls.watch import EndpointWatch
 from callkeeper.config import Config
@@ -127,12 +129,15 @@ class CallManager:
             feature_code=recovery.feature_code,
             user_agent=config.sip.user_agent,
         )
-        self.media: MediaAnchor | None = None
+        self.media: Anchor | None = None
+        self.rtpengine: RtpengineAnchor | None = None  # its slots come from io/rtpengine.py
         if config.media.mode == "relay":
             self.media = MediaAnchor(
                 media_address(config), PortPool.from_range(config.media.rtp_ports)
             )
-            self.b2bua.media = self.media
+        elif config.media.mode == "rtpengine":
+            self.media = self.rtpengine = RtpengineAnchor()
+        self.b2bua.media = self.media
         self._now = 0.0  # the latest input's time, for the recovery engine's questions
         self._waiting: dict[str, int] = {}  # voicemail messages per user, for MWI
         self._ivr_turn = 0
@@ -276,7 +281,9 @@ class CallManager:
             self.watch.get_timer(),
         )
 
-    def next_command(self) -> WireCommand | RegistrarCommand | MediaCommand | None:
+    def next_command(
+        self,
+    ) -> WireCommand | RegistrarCommand | MediaCommand | RtpengineCommand | None:
         command = self.endpoint.next_command()
         if command is not None:
             return command

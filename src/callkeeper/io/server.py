@@ -16,14 +16,17 @@ from pathlib import Path
 
 import structlog
 
-from callkeeper.api.app import ApiServer, MediaCollector
+from callkeeper.api.app import ApiServer, MediaCollector, RtpengineCollector
 from callkeeper.api.events import describe_event
 from callkeeper.calls.manager import CallManager, media_address
+from callkeeper.calls.rtpengine_anchor import RtpengineAnchor
 from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
 from callkeeper.io.driver import Driver
+from callkeeper.io.ng import NgClient, NgError
 from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.relay import MediaRelay
+from callkeeper.io.rtpengine import RtpengineMedia
 from callkeeper.io.stream import (
     StreamManager,
     StreamTimeouts,
@@ -55,12 +58,15 @@ class RunningServer:
     persistence: BindingPersistence | None = None
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     relay: MediaRelay | None = None
+    rtpengine: RtpengineMedia | None = None
 
     async def close(self) -> None:
         for transport in self.driver.udp.values():
             transport.close()
         if self.relay is not None:
             self.relay.close()
+        if self.rtpengine is not None:
+            self.rtpengine.close()
         for manager in self.driver.streams.values():
             await manager.close()
         if self.api is not None:
@@ -77,11 +83,6 @@ async def start_server(
 ) -> RunningServer:
     # Tags, branches and Call-IDs: a random per-process prefix and a counter — unique, and not
     # guessable across restarts.
-    if config.media.mode == "rtpengine":
-        # The rtpengine backend is not built yet: say so rather than pretend.
-        raise StartupError(
-            f'media.mode: {config.media.mode!r} is not available yet; use "relay" or "off"'
-        )
     core = CallManager.from_config(
         config, counter_ids(secrets.token_hex(4)), os.urandom, secret=secrets.token_bytes(32)
     )
@@ -102,6 +103,9 @@ async def start_server(
             driver.poke()
 
         relay.on_digit = on_digit
+    rtpengine: RtpengineMedia | None = None
+    if core.rtpengine is not None:
+        rtpengine = await _start_rtpengine(config, core.rtpengine, driver)
     store = open_store(config.store.url)
     persistence = BindingPersistence(store, driver.loop)
     driver.extra_sinks.append(persistence)
@@ -120,6 +124,7 @@ async def start_server(
         config, driver, core, None, config_path=config_path, store=store, persistence=persistence
     )
     running.relay = relay
+    running.rtpengine = rtpengine
     try:
         for index, address in enumerate(config.sip.listen):
             key = f"sip.listen.{index}"
@@ -159,6 +164,8 @@ async def start_server(
             )
             if relay is not None:
                 running.api.registry.register(MediaCollector(relay))
+            if rtpengine is not None:
+                running.api.registry.register(RtpengineCollector(rtpengine))
             try:
                 await running.api.start(host, port)
             except OSError as error:
@@ -173,6 +180,21 @@ async def start_server(
     core.start(driver.loop.time())
     driver.poke()
     return running
+
+
+async def _start_rtpengine(
+    config: Config, anchor: RtpengineAnchor, driver: Driver
+) -> RtpengineMedia:
+    """Reach rtpengine and set up the first media slots, or refuse to start (naming the key)."""
+    client = await NgClient.open(config.media.rtpengine_address)
+    rtpengine = RtpengineMedia(client, anchor, driver.loop)
+    try:
+        await rtpengine.start()
+    except NgError as error:
+        rtpengine.close()
+        raise StartupError(f"media.rtpengine: {config.media.rtpengine}: {error}") from None
+    driver.extra_sinks.append(rtpengine)
+    return rtpengine
 
 
 def log_event(event: object) -> None:

@@ -1,0 +1,215 @@
+"""The media anchor for `media.mode = "rtpengine"`: rtpengine carries the media, we keep the plan.
+
+rtpengine chooses its own ports and names them only in the answer to an NG `offer`/`answer`, a
+network round trip; the B2BUA rewrites SDP synchronously. So the io layer sets up *slots* in
+advance (io/rtpengine.py): an rtpengine call with two parties, tags `a` and `b`, each with its port
+pair, opened with placeholder SDP and the `port-latching` flag, which keeps those ports for the
+slot's life whatever SDP follows. A call takes a slot when its first SDP crosses, and every leg
+sits on one of the slot's two *sides*: the caller and its replacements on one, the callee's
+forks and replacements on the other (a leg takes the side opposite to the leg it talks to).
+
+- SDP crossing the B2BUA is rewritten to name the side of the leg it goes to (rtpengine's
+  address and the side's port), and what the SDP says about its sender goes to rtpengine as an
+  offer from the sender's side (`Negotiate`): rtpengine then sends that side's media there.
+- Re-bridging a survivor to a new leg is one `Negotiate` for the new leg's side: the survivor's
+  ports stay, so its phone is not touched (verified against rtpengine 10.5: with `port-latching`
+  a re-offer keeps both parties' local ports).
+- Prompts and music are rtpengine's `play media` into a side (`PlayMedia`); `connect` stops them.
+- The built-in voicemail needs the relay (rtpengine 10.5 records only through its separate
+  recording daemon): `record` says no, and the fallback chain goes on without it.
+
+Pure: the slots arrive from the io layer (`add_slots`), commands leave through `next_command`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from callkeeper.calls.model import Call, Leg
+from callkeeper.calls.sdp_offers import parse_or_none
+from callkeeper.sdp import anchor_media
+from callkeeper.sdp.model import SessionDescription
+
+SIDE_TAGS = ("a", "b")  # the parties of a slot, as rtpengine knows them (from-tag/to-tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """An rtpengine call set up in advance: where each side's phone will send its RTP."""
+
+    id: str  # rtpengine's call-id
+    address: str  # rtpengine's media address
+    ports: tuple[int, int]  # RTP port of side a, of side b (RTCP on the port above)
+    created: float  # io-layer clock, for retiring slots that sat unused too long
+
+
+# --- commands for the io layer (io/rtpengine.py) ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Negotiate:
+    """Tell rtpengine what the phone on side `tag` said in `sdp` (an offer from `tag`)."""
+
+    slot: str
+    tag: str
+    sdp: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PlayMedia:
+    """Play `prompts` into side `tag`'s phone, then `loop` until stopped (None: nothing)."""
+
+    slot: str
+    tag: str
+    prompts: tuple[str, ...]
+    loop: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopMedia:
+    slot: str
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSlot:
+    slot: str
+
+
+RtpengineCommand = Negotiate | PlayMedia | StopMedia | DeleteSlot
+
+
+@dataclass
+class _CallMedia:
+    slot: Slot
+    sides: dict[str, int] = field(default_factory=dict)  # leg id → 0 (side a) or 1 (side b)
+    told: dict[int, bytes] = field(default_factory=dict)  # side → the SDP rtpengine last got
+    playing: set[int] = field(default_factory=set)
+
+
+class RtpengineAnchor:
+    def __init__(self) -> None:
+        self._free: deque[Slot] = deque()
+        self._calls: dict[str, _CallMedia] = {}
+        self._leg_calls: dict[str, str] = {}  # leg id → call id
+        self._commands: deque[RtpengineCommand] = deque()
+        self.exhausted = 0  # SDP passed through unanchored: no slot was ready
+
+    # --- slots from the io layer -------------------------------------------------------------
+    def add_slots(self, slots: list[Slot]) -> None:
+        self._free.extend(slots)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def take_stale_slots(self, created_before: float) -> list[Slot]:
+        """Unused slots older than the cutoff (rtpengine times out calls without media): the
+        io layer deletes them and sets up fresh ones."""
+        stale = [slot for slot in self._free if slot.created < created_before]
+        if stale:
+            self._free = deque(slot for slot in self._free if slot.created >= created_before)
+        return stale
+
+    # --- the Anchor protocol ------------------------------------------------------------------
+    def next_command(self) -> RtpengineCommand | None:
+        return self._commands.popleft() if self._commands else None
+
+    def __len__(self) -> int:
+        return len(self._leg_calls)
+
+    def rewrite(self, call: Call, from_leg: Leg, to_leg: Leg, body: bytes) -> bytes:
+        session = parse_or_none(body)
+        if session is None:
+            return body
+        media = self._media(call)
+        if media is None:
+            self.exhausted += 1
+            return body
+        from_side = self._side(media, call, from_leg, partner=to_leg)
+        self._negotiate(media, from_side, body)
+        to_side = self._side(media, call, to_leg, partner=from_leg)
+        port = media.slot.ports[to_side]
+        ports = [port if stream.port != 0 else 0 for stream in session.media]
+        try:
+            anchored = anchor_media(
+                session, media.slot.address, ports, [p + 1 if p else None for p in ports]
+            )
+        except ValueError:
+            return body
+        return anchored.to_bytes()
+
+    def learn(self, call: Call, leg: Leg, session: SessionDescription | bytes) -> None:
+        media = self._calls.get(call.id)
+        if media is None or leg.id not in media.sides:
+            return
+        body = session if isinstance(session, bytes) else session.to_bytes()
+        if parse_or_none(body) is not None:
+            self._negotiate(media, media.sides[leg.id], body)
+
+    def has_side(self, leg: Leg) -> bool:
+        return leg.id in self._leg_calls
+
+    def connect(self, leg_a: Leg, leg_b: Leg) -> None:
+        # rtpengine forwards between the two sides all along; what is left is to stop prompts.
+        for leg in (leg_a, leg_b):
+            media, side = self._where(leg)
+            if media is not None and side in media.playing:
+                media.playing.discard(side)
+                self._commands.append(StopMedia(media.slot.id, SIDE_TAGS[side]))
+
+    def play(self, leg: Leg, prompts: tuple[str, ...], loop: str | None) -> bool:
+        media, side = self._where(leg)
+        if media is None:
+            return False
+        media.playing.add(side)
+        self._commands.append(PlayMedia(media.slot.id, SIDE_TAGS[side], prompts, loop))
+        return True
+
+    def record(
+        self, call: Call, leg: Leg, user: str, caller: str | None, limits: tuple[float, float]
+    ) -> bool:
+        return False  # see the module docstring: voicemail recording needs the relay
+
+    def release_leg(self, leg: Leg) -> None:
+        call_id = self._leg_calls.pop(leg.id, None)
+        media = self._calls.get(call_id) if call_id is not None else None
+        if media is not None:
+            media.sides.pop(leg.id, None)
+
+    def release_call(self, call_id: str) -> None:
+        media = self._calls.pop(call_id, None)
+        if media is None:
+            return
+        for leg_id in media.sides:
+            self._leg_calls.pop(leg_id, None)
+        self._commands.append(DeleteSlot(media.slot.id))
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _media(self, call: Call) -> _CallMedia | None:
+        media = self._calls.get(call.id)
+        if media is None and self._free:
+            media = self._calls[call.id] = _CallMedia(self._free.popleft())
+        return media
+
+    def _side(self, media: _CallMedia, call: Call, leg: Leg, partner: Leg) -> int:
+        side = media.sides.get(leg.id)
+        if side is None:
+            partner_side = media.sides.get(partner.id)
+            # Opposite the leg it talks to; the very first legs: the caller on side a.
+            side = 1 - partner_side if partner_side is not None else int(not leg.is_caller)
+            media.sides[leg.id] = side
+            self._leg_calls[leg.id] = call.id
+        return side
+
+    def _negotiate(self, media: _CallMedia, side: int, body: bytes) -> None:
+        # A fork of the same offer, or an answer repeated in the 200 after the 183: once is enough.
+        if media.told.get(side) != body:
+            media.told[side] = body
+            self._commands.append(Negotiate(media.slot.id, SIDE_TAGS[side], body))
+
+    def _where(self, leg: Leg) -> tuple[_CallMedia | None, int]:
+        call_id = self._leg_calls.get(leg.id)
+        media = self._calls.get(call_id) if call_id is not None else None
+        if media is None:
+            return None, 0
+        return media, media.sides[leg.id]

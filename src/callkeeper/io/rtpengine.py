@@ -1,0 +1,256 @@
+"""The rtpengine backend (`media.mode = "rtpengine"`): slots set up in advance, commands carried out.
+
+`calls/rtpengine_anchor.py` plans (pure); this module talks NG to rtpengine:
+
+- a pool of ready *slots* (see the anchor's docstring): each is an rtpengine call opened with an
+  `offer` from tag `a` and an `answer` from tag `b` carrying placeholder SDP, with the
+  `port-latching` flag so the two port pairs rtpengine picked stay fixed whatever SDP follows.
+  The pool is refilled whenever the anchor takes slots, and slots unused for `SLOT_MAX_IDLE`
+  seconds are replaced (rtpengine deletes calls that carry no media for `--timeout`, 60 s by
+  default);
+- `Negotiate` → an `offer` from the side's tag to the other (`trust-address`: the addresses are
+  the SDP's, not the NG sender's); `PlayMedia` → `block media` from the other side, then `play
+  media` of the prompt files one after the other (rtpengine says how long each lasts), then the
+  loop with `repeat-times`; `StopMedia` → `stop media` and `unblock media`; `DeleteSlot` →
+  `delete`.
+
+Commands for one slot run one after the other, in the order the core queued them; different
+slots run concurrently. An NG failure during a call is logged and counted; the call goes on
+(its media may not), never an exception into the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Coroutine
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from callkeeper.calls.rtpengine_anchor import (
+    SIDE_TAGS,
+    DeleteSlot,
+    Negotiate,
+    PlayMedia,
+    RtpengineAnchor,
+    Slot,
+    StopMedia,
+)
+from callkeeper.io.ng import Bencodable, NgClient, NgError
+from callkeeper.media.prompts import PROMPT_NAMES
+from callkeeper.sdp import parse_sdp
+
+log = structlog.get_logger(__name__)
+
+SLOT_POOL = 64  # ready slots kept: a burst of this many new calls costs no NG round trip
+SLOT_MAX_IDLE = 30.0  # s: well inside rtpengine's default --timeout of 60 s
+REFILL_INTERVAL = 0.1  # s between looks at the pool
+REFILL_BATCH = 16  # slots set up concurrently
+MUSIC_REPEATS = 10_000  # "until stopped": hours of the music loop
+FLAGS: list[Bencodable] = ["trust-address", "port-latching"]
+PLACEHOLDER_PORT = 9  # discard: nothing is sent before the real SDP arrives
+
+
+def prompt_path(name: str) -> Path:
+    """The shipped WAV rtpengine reads (it must run where callkeeper's package is installed)."""
+    if name not in PROMPT_NAMES:
+        raise KeyError(f"no shipped prompt named {name!r}")
+    return Path(str(resources.files("callkeeper.media").joinpath("prompts", f"{name}.wav")))
+
+
+def _placeholder_sdp() -> str:
+    return (
+        "v=0\r\no=callkeeper 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {PLACEHOLDER_PORT} RTP/AVP 0 8 101\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    )
+
+
+def _rtp_endpoint(sdp: object) -> tuple[str, int]:
+    """rtpengine's address and port in the SDP it returned (first audio stream)."""
+    text = sdp.decode() if isinstance(sdp, bytes) else str(sdp)
+    session = parse_sdp(text.encode())
+    for media in session.media:
+        host = session.address_of(media)
+        if media.port and host:
+            return host, media.port
+    raise NgError("rtpengine returned SDP without an audio stream")
+
+
+def _other(tag: str) -> str:
+    return SIDE_TAGS[1 - SIDE_TAGS.index(tag)]
+
+
+class RtpengineMedia:
+    """A driver sink for the anchor's commands, and the keeper of its slot pool."""
+
+    def __init__(
+        self,
+        client: NgClient,
+        anchor: RtpengineAnchor,
+        loop: asyncio.AbstractEventLoop,
+        pool_size: int = SLOT_POOL,
+    ) -> None:
+        self.client = client
+        self.anchor = anchor
+        self.loop = loop
+        self.pool_size = pool_size
+        self.failures = 0  # NG commands that failed during calls
+        self._tails: dict[str, asyncio.Task[None]] = {}  # slot → its last queued command
+        self._players: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refill: asyncio.Task[None] | None = None
+        self._prefix = secrets.token_hex(4)
+        self._count = 0
+
+    async def start(self) -> None:
+        """Check rtpengine answers and fill the pool; NgError when it cannot."""
+        await self.client.request("ping")
+        await self._fill()
+        self._refill = self.loop.create_task(self._keep_filled())
+
+    def close(self) -> None:
+        for task in (*self._tasks, *self._players.values(), *self._tails.values()):
+            task.cancel()
+        if self._refill is not None:
+            self._refill.cancel()
+        self.client.close()
+
+    # --- the pool -------------------------------------------------------------------------------
+    async def _keep_filled(self) -> None:
+        while True:
+            await asyncio.sleep(REFILL_INTERVAL)
+            for slot in self.anchor.take_stale_slots(self.loop.time() - SLOT_MAX_IDLE):
+                self._spawn(self._delete(slot.id))
+            try:
+                await self._fill()
+            except NgError as error:
+                self.failures += 1
+                log.warning("rtpengine: cannot set up media slots", error=str(error))
+
+    async def _fill(self) -> None:
+        while (missing := self.pool_size - self.anchor.free_slots) > 0:
+            batch = min(missing, REFILL_BATCH)
+            slots = await asyncio.gather(*(self._new_slot() for _ in range(batch)))
+            self.anchor.add_slots(list(slots))
+
+    async def _new_slot(self) -> Slot:
+        self._count += 1
+        call_id = f"ck-{self._prefix}-{self._count}"
+        common: dict[str, Bencodable] = {
+            "call_id": call_id,
+            "flags": FLAGS,
+            "sdp": _placeholder_sdp(),
+        }
+        offer = await self.client.request("offer", from_tag="a", **common)
+        answer = await self.client.request("answer", from_tag="a", to_tag="b", **common)
+        address, port_b = _rtp_endpoint(offer.get("sdp"))
+        _, port_a = _rtp_endpoint(answer.get("sdp"))
+        return Slot(call_id, address, (port_a, port_b), self.loop.time())
+
+    # --- commands ---------------------------------------------------------------------------
+    def __call__(self, command: object) -> None:
+        """A driver sink: anything that is not an rtpengine command is someone else's."""
+        if isinstance(command, Negotiate):
+            self._queue(command.slot, self._negotiate(command))
+        elif isinstance(command, PlayMedia):
+            self._queue(command.slot, self._start_player(command))
+        elif isinstance(command, StopMedia):
+            self._queue(command.slot, self._stop_player(command.slot, command.tag))
+        elif isinstance(command, DeleteSlot):
+            for tag in SIDE_TAGS:
+                player = self._players.pop((command.slot, tag), None)
+                if player is not None:
+                    player.cancel()
+            self._queue(command.slot, self._delete(command.slot), last=True)
+
+    def _queue(self, slot: str, work: Coroutine[Any, Any, None], *, last: bool = False) -> None:
+        previous = self._tails.get(slot)
+        task = self.loop.create_task(self._after(previous, work))
+        if last:
+            self._tails.pop(slot, None)
+            self._track(task)
+        else:
+            self._tails[slot] = task
+            task.add_done_callback(lambda done: self._forget_tail(slot, done))
+
+    def _forget_tail(self, slot: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(slot) is task:
+            del self._tails[slot]
+
+    async def _after(
+        self, previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        try:
+            await work
+        except NgError as error:
+            self.failures += 1
+            log.warning("rtpengine command failed", error=str(error))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._track(self.loop.create_task(self._after(None, work)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _negotiate(self, command: Negotiate) -> None:
+        await self.client.request(
+            "offer",
+            call_id=command.slot,
+            from_tag=command.tag,
+            to_tag=_other(command.tag),
+            sdp=command.sdp,
+            flags=FLAGS,
+        )
+
+    async def _delete(self, slot: str) -> None:
+        await self.client.request("delete", call_id=slot)
+
+    async def _start_player(self, command: PlayMedia) -> None:
+        key = (command.slot, command.tag)
+        old = self._players.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._players[key] = self.loop.create_task(self._play(command))
+
+    async def _play(self, command: PlayMedia) -> None:
+        """The prompts one after the other, then the loop; cancelled by a stop or the call's end."""
+        target = {"call_id": command.slot, "from_tag": command.tag}
+        try:
+            # Whatever still arrives from the other side (a phone cut off from us but not from
+            # rtpengine) must not mix into the prompts; `connect` unblocks it.
+            await self.client.request(
+                "block media", call_id=command.slot, from_tag=_other(command.tag)
+            )
+            for name in command.prompts:
+                reply = await self.client.request(
+                    "play media", file=str(prompt_path(name)), **target
+                )
+                duration = reply.get("duration")
+                await asyncio.sleep(duration / 1000 if isinstance(duration, int) else 0)
+            if command.loop is not None:
+                await self.client.request(
+                    "play media",
+                    file=str(prompt_path(command.loop)),
+                    repeat_times=MUSIC_REPEATS,
+                    **target,
+                )
+        except NgError as error:
+            self.failures += 1
+            log.warning("rtpengine: cannot play media", error=str(error), slot=command.slot)
+
+    async def _stop_player(self, slot: str, tag: str) -> None:
+        player = self._players.pop((slot, tag), None)
+        if player is not None:
+            player.cancel()
+        with contextlib.suppress(NgError):  # "not playing": the prompt had ended by itself
+            await self.client.request("stop media", call_id=slot, from_tag=tag)
+        await self.client.request("unblock media", call_id=slot, from_tag=_other(tag))

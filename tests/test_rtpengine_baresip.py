@@ -1,0 +1,221 @@
+"""`media.mode = "rtpengine"` on the wire: real baresip phones, the real `callkeeper serve`, and
+Debian's rtpengine (userspace) carrying the media.
+
+1. bob calls alice: each phone's SDP names rtpengine (an address and port in rtpengine's range,
+   never the other phone), each phone's recording holds the other's tone for the call's length,
+   and when the call ends its rtpengine call is deleted.
+2. Recovery: alice's baresip is SIGKILLed mid-call; bob is not re-INVITEd: rtpengine plays him the
+   announcement (normalised cross-correlation against the shipped prompt) and then the music, and
+   when alice returns within grace rtpengine sends him her new tone on the same ports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callkeeper.io.prompts import load_prompt_samples
+from support.audio import Recording, active_duration, dominant_frequency, read_wav
+from support.baresip import Baresip, baresip_binary
+from support.rtpengine import Rtpengine
+from support.server import ServerProcess, wait_until
+from test_recovery_baresip import (
+    EventStream,
+    alice_leg,
+    assert_tone,
+    call_state,
+    dump_logs,
+    establish,
+    the_call,
+    wait_registered,
+)
+from test_relay_baresip import best_correlation, sdp_received, sip_lines_to
+
+pytestmark = pytest.mark.peers
+
+PASSWORDS = {"alice": "alice-pw-7", "bob": "bob-pw-9"}
+TONES = {"bob": 1000, "alice": 440, "alice2": 660}
+TALK = 3.0
+FLOW_TIMER = 2
+IN_CALL = 1.0
+MISSES = 2
+GRACE = 15.0
+HOLD = 7.5  # alice stays dead this long after the DOWN: the whole 6.5 s announcement plays
+CORRELATION_THRESHOLD = 0.5
+
+
+@dataclass
+class MediaServer(ServerProcess):
+    rtpengine: Rtpengine | None = None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[MediaServer]:
+    baresip_binary()
+    users = "".join(f'[[users]]\nname = "{n}"\npassword = "{p}"\n' for n, p in PASSWORDS.items())
+    with Rtpengine(tmp_path / "rtpengine") as rtpengine:
+        process = MediaServer(
+            tmp_path / "callkeeper",
+            extra_config=(
+                f'[media]\nmode = "rtpengine"\nrtpengine = "{rtpengine.address}"\n'
+                f'[log]\nlevel = "debug"\n'
+                f"[keepalive]\nflow_timer = {FLOW_TIMER}\nin_call_interval = {IN_CALL}\n"
+                f"misses = {MISSES}\n"
+                f'[recovery]\ngrace = {GRACE}\nring_timeout = 10\nfallback = ["devices"]\n{users}'
+            ),
+            rtpengine=rtpengine,
+        )
+        with process:
+            yield process
+
+
+def phone(tmp_path: Path, server: MediaServer, name: str, user: str) -> Baresip:
+    return Baresip(
+        tmp_path / name, user, server.sip_port, PASSWORDS[user], tone_hz=TONES[name], regint=600
+    )
+
+
+def assert_sdp_names_rtpengine(p: Baresip, server: MediaServer, other: Baresip) -> None:
+    assert server.rtpengine is not None
+    low, high = server.rtpengine.ports
+    bodies = sdp_received(p)
+    print(f"{p.name} was told to send RTP to {bodies} (rtpengine range {low}-{high})")
+    assert bodies, f"{p.name} received no SDP"
+    other_low, other_high = other.rtp_ports
+    for host, port in bodies:
+        assert host == "127.0.0.1" and low <= port <= high, (host, port)
+        assert not other_low <= port <= other_high  # never the other phone's own port
+
+
+def explain(server: MediaServer, *phones: Baresip) -> str:
+    assert server.rtpengine is not None
+    return f"{dump_logs(*phones, server)}\n--- rtpengine ---\n{server.rtpengine.log()[-4000:]}"
+
+
+# --- 1. a call through rtpengine -----------------------------------------------------------------
+def test_a_call_through_rtpengine_carries_both_tones(server: MediaServer, tmp_path: Path) -> None:
+    bob = phone(tmp_path, server, "bob", "bob")
+    alice = phone(tmp_path, server, "alice", "alice")
+    with bob, alice:
+        try:
+            _talk(server, bob, alice)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{explain(server, bob, alice)}") from None
+
+
+def _talk(server: MediaServer, bob: Baresip, alice: Baresip) -> None:
+    assert bob.ctl is not None and alice.ctl is not None and server.rtpengine is not None
+    wait_registered(server, bob, alice)
+    ready = set(server.rtpengine.calls())  # the slots callkeeper set up in advance
+    assert len(ready) >= 16, ready
+    bob.ctl.dial(f"sip:alice@127.0.0.1:{server.sip_port}")
+    bob.ctl.wait_event("CALL_ESTABLISHED", 10)
+    alice.ctl.wait_event("CALL_ESTABLISHED", 10)
+    established = time.monotonic()
+    wait_until(lambda: call_state(server) == "active", 5, what="the call active in the API")
+    bob.ctl.wait_event("CALL_RTPESTAB", 5)
+    alice.ctl.wait_event("CALL_RTPESTAB", 5)
+    time.sleep(TALK)
+    bob.ctl.hangup()
+    bob.ctl.wait_event("CALL_CLOSED", 5)
+    alice.ctl.wait_event("CALL_CLOSED", 5)
+    call_seconds = time.monotonic() - established
+    wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    # the call's slot is deleted in rtpengine (one of the ready ones, now gone)
+    wait_until(
+        lambda: len(ready - set(server.rtpengine.calls())) == 1 if server.rtpengine else False,
+        5,
+        what="the call's rtpengine call to be deleted",
+    )
+
+    metrics = server.metrics()
+    assert metrics["callkeeper_media_rtpengine_failures_total"] == 0, metrics
+    assert metrics["callkeeper_media_unanchored_total"] == 0, metrics
+    assert metrics["callkeeper_media_rtpengine_slots"] >= 1, metrics
+    assert_sdp_names_rtpengine(bob, server, alice)
+    assert_sdp_names_rtpengine(alice, server, bob)
+    for listener, speaker in ((bob, "alice"), (alice, "bob")):
+        (dump,) = listener.wav_files("dec")
+        recording = read_wav(dump)
+        frequency = dominant_frequency(recording)
+        loud = active_duration(recording)
+        print(
+            f"{listener.name} heard {frequency:.1f} Hz for {loud:.2f} s "
+            f"({recording.rate} Hz file of {recording.duration:.2f} s), call {call_seconds:.2f} s"
+        )
+        assert_tone(frequency, TONES[speaker], f"{listener.name} heard")
+        assert abs(loud - call_seconds) <= 0.05 * call_seconds, (loud, call_seconds)
+
+
+# --- 2. recovery through rtpengine ---------------------------------------------------------------
+def test_rtpengine_holds_the_survivor_with_the_announcement(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    bob = phone(tmp_path, server, "bob", "bob")
+    alice = phone(tmp_path, server, "alice", "alice")
+    events = EventStream(server)
+    try:
+        with bob, alice:
+            try:
+                _crash_and_return(server, events, bob, alice)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{explain(server, bob, alice)}") from None
+    finally:
+        events.close()
+
+
+def _crash_and_return(
+    server: MediaServer, events: EventStream, bob: Baresip, alice: Baresip
+) -> None:
+    assert bob.ctl is not None
+    (_, alice_endpoint) = wait_registered(server, bob, alice)
+    establish(server, bob, alice)
+    time.sleep(2.0)
+
+    killed_at = time.time()
+    alice.kill()
+    wait_until(lambda: call_state(server) == "holding", MISSES * IN_CALL + 5, what="holding")
+    held = events.wait("call.held")
+    print(f"kill -9 → DOWN (call held) in {held['at'] - killed_at:.2f} s")
+    time.sleep(HOLD)
+    assert call_state(server) == "holding"
+
+    alice.tone_hz = TONES["alice2"]
+    alice.start(keep_log=True)
+    resumed = events.wait("call.resumed", timeout=10)
+    assert resumed["outcome"] == "resumed", resumed
+    assert alice_leg(the_call(server))["endpoint"] == alice_endpoint["id"]
+    time.sleep(TALK)
+    assert not any(e.get("type") == "CALL_CLOSED" for e in bob.ctl.history + bob.ctl.pending)
+    bob.ctl.hangup()
+    bob.ctl.wait_event("CALL_CLOSED", 5)
+    wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    assert server.metrics()["callkeeper_media_rtpengine_failures_total"] == 0
+
+    # bob dialled, so any INVITE he received would be a re-INVITE of his call: none
+    received = sip_lines_to(bob)
+    assert any(line.startswith("OPTIONS") for line in received), received  # the trace is read
+    assert [line for line in received if line.startswith("INVITE")] == [], received
+
+    (dump,) = bob.wav_files("dec")  # one recording: the call never stopped for bob
+    recording = read_wav(dump)
+    samples = np.frombuffer(recording.samples.tobytes(), dtype=np.int16).astype(np.float64)
+    prompt = load_prompt_samples("reconnecting").astype(np.float64)
+    score, offset = best_correlation(samples, prompt)
+    print(
+        f"bob's recording: {recording.duration:.2f} s; announcement found at "
+        f"{offset / 8000:.2f} s, normalised cross-correlation {score:.4f}"
+    )
+    assert score >= CORRELATION_THRESHOLD, score
+    control, _ = best_correlation(samples[: max(0, offset - 1600)], prompt[:8000])
+    print(f"control: the prompt's first second against the pre-crash audio: {control:.3f}")
+    assert control < 0.3, control
+    before = Recording(8000, recording.samples[: max(0, offset - 1600)])
+    assert_tone(dominant_frequency(before), TONES["alice"], "bob before the crash")
+    after = Recording(8000, recording.samples[-int(8000 * (TALK - 0.5)) :])
+    assert_tone(dominant_frequency(after), TONES["alice2"], "bob after the resume")

@@ -1,0 +1,152 @@
+"""The NG protocol client and the rtpengine backend's start-up, against a real rtpengine."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from callkeeper.calls.model import Call, Leg
+from callkeeper.calls.rtpengine_anchor import RtpengineAnchor
+from callkeeper.io import ng
+from callkeeper.io.ng import NgClient, NgError, bdecode, bencode
+from callkeeper.io.rtpengine import RtpengineMedia
+from callkeeper.sip.transport import Flow
+from support.rtpengine import Rtpengine
+
+
+def test_bencode_round_trips_what_ng_carries() -> None:
+    value = {"command": "offer", "flags": ["trust-address", "port-latching"], "repeat-times": 3}
+    encoded = bencode(value)
+    assert encoded == (
+        b"d7:command5:offer5:flagsl13:trust-address13:port-latchinge12:repeat-timesi3ee"
+    )
+    assert bdecode(encoded) == {
+        "command": b"offer",
+        "flags": [b"trust-address", b"port-latching"],
+        "repeat-times": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"d", b"d3:abc", b"5:abc", b"i12", b"l1:ae trailing", b"x", b"d1:ai1e"]
+)
+def test_bdecode_refuses_what_is_not_one_bencoded_value(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        bdecode(data)
+
+
+def test_a_silent_peer_is_an_ng_error_after_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ng, "REQUEST_TIMEOUT", 0.05)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+
+        async def ask() -> None:
+            client = await NgClient.open(silent.getsockname())
+            try:
+                with pytest.raises(NgError, match="no answer to 'ping'"):
+                    await client.request("ping")
+            finally:
+                client.close()
+
+        asyncio.run(ask())
+        silent.settimeout(1)
+        received = [silent.recv(1000) for _ in range(ng.ATTEMPTS)]
+    # every attempt is the same datagram: rtpengine answers a repeated cookie from its cache
+    assert len(set(received)) == 1 and received[0].endswith(b"d7:command4:pinge")
+
+
+def test_requests_in_flight_together_get_their_own_replies(tmp_path: Path) -> None:
+    with Rtpengine(tmp_path) as rtpengine:
+
+        async def ask() -> list[dict[str, object]]:
+            client = await NgClient.open(("127.0.0.1", rtpengine.ng_port))
+            try:
+                pings = [client.request("ping") for _ in range(20)]
+                with pytest.raises(NgError, match="Unknown call-id"):  # rtpengine's own reason
+                    await client.request("query", call_id="no-such-call")
+                return await asyncio.gather(*pings)
+            finally:
+                client.close()
+
+        replies = asyncio.run(ask())
+    assert [reply["result"] for reply in replies] == ["pong"] * 20
+
+
+def test_the_backend_keeps_a_pool_of_slots_and_deletes_a_finished_call(tmp_path: Path) -> None:
+    with Rtpengine(tmp_path) as rtpengine:
+
+        async def run() -> tuple[set[str], str, set[str]]:
+            loop = asyncio.get_running_loop()
+            client = await NgClient.open(("127.0.0.1", rtpengine.ng_port))
+            anchor = RtpengineAnchor()
+            media = RtpengineMedia(client, anchor, loop, pool_size=4)
+            try:
+                await media.start()
+                before = set(await asyncio.to_thread(rtpengine.calls))
+                a = Leg(id="A", is_caller=True, flow=Flow("udp", ("127.0.0.1", 5062)))
+                call = Call(id="call-1", a=a, created=0.0, callee="bob")
+                anchor.rewrite(call, a, Leg(id="B", is_caller=False, flow=a.flow), _sdp(30000))
+                anchor.release_call(call.id)
+                taken = ""
+                while (command := anchor.next_command()) is not None:
+                    taken = getattr(command, "slot", taken)
+                    media(command)
+                deadline = loop.time() + 5
+                while True:  # the slot deleted, and the pool topped up again
+                    after = set(await asyncio.to_thread(rtpengine.calls))
+                    if (taken not in after and len(after) == 4) or loop.time() > deadline:
+                        return before, taken, after
+                    await asyncio.sleep(0.02)
+            finally:
+                media.close()
+
+        before, taken, after = asyncio.run(run())
+    assert len(before) == 4 and taken in before
+    assert taken not in after and len(after) == 4 and len(after - before) == 1
+
+
+def test_serve_refuses_to_start_without_rtpengine_naming_the_key(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        config = tmp_path / "rtpengine.toml"
+        config.write_text(
+            '[sip]\nlisten = ["udp:127.0.0.1:0"]\n[api]\nlisten = "127.0.0.1:0"\n'
+            f'[store]\nurl = "memory:"\n[media]\nmode = "rtpengine"\n'
+            f'rtpengine = "udp:127.0.0.1:{port}"\n'
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("callkeeper:")]
+    assert len(errors) == 1 and "media.rtpengine" in errors[0], result.stderr
+
+
+def test_a_malformed_rtpengine_address_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[media]\nmode = "rtpengine"\nrtpengine = "tcp:localhost"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "media.rtpengine" in lines[0], result.stderr
+
+
+def _sdp(port: int) -> bytes:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\n"
+    ).encode()
