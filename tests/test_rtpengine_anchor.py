@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from callkeeper.calls.media_anchor import (
+    CloseSide,
+    MediaCommand,
+    OpenSide,
+    PortPool,
+    Record,
+    SetPeer,
+)
 from callkeeper.calls.model import Call, Leg
 from callkeeper.calls.rtpengine_anchor import (
     DeleteSlot,
     Negotiate,
     PlayMedia,
+    Recorder,
     RtpengineAnchor,
     RtpengineCommand,
     Slot,
@@ -39,7 +48,7 @@ def a_call() -> tuple[Call, Leg]:
     return Call(id="call-1", a=a, created=0.0, callee="bob"), a
 
 
-def commands(anchor: RtpengineAnchor) -> list[RtpengineCommand]:
+def commands(anchor: RtpengineAnchor) -> list[RtpengineCommand | MediaCommand]:
     out = []
     while (command := anchor.next_command()) is not None:
         out.append(command)
@@ -137,12 +146,47 @@ def test_releasing_the_call_deletes_its_slot_once() -> None:
     assert len(anchor) == 0 and not anchor.has_side(a)
 
 
-def test_voicemail_recording_needs_the_relay() -> None:
-    anchor = RtpengineAnchor()
+def test_voicemail_is_recorded_by_the_relay_through_the_opposite_side() -> None:
+    recorder = Recorder("198.51.100.7", PortPool(50000, 50004))
+    anchor = RtpengineAnchor(recorder)
     anchor.add_slots([slot(1)])
     call, a = a_call()
-    anchor.rewrite(call, a, leg("B"), sdp(30000))
+    a.remote_sdp = sdp(30000)
+    b = leg("B")
+    anchor.rewrite(call, a, b, a.remote_sdp)
+    anchor.play(a, ("reconnecting",), "music")
+    commands(anchor)
+    assert anchor.record(call, a, "alice", "bob", (120.0, 10.0))
+    assert not anchor.record(call, a, "alice", "bob", (120.0, 10.0))  # one message at a time
+    queued = commands(anchor)
+    assert queued[:3] == [
+        StopMedia("slot-1", "a"),  # the music stops: the greeting comes from the relay
+        OpenSide("A.voicemail", 50000),
+        SetPeer("A.voicemail", ("203.0.113.5", 40006), False),  # rtpengine's side b
+    ]
+    negotiate, record = queued[3:]
+    assert isinstance(negotiate, Negotiate) and negotiate.tag == "b"
+    assert target(negotiate.sdp) == ("198.51.100.7", 50000)
+    assert record == Record(
+        "A.voicemail", "alice", "bob", "call-1", "voicemail_greeting", 0, 120.0, 10.0
+    )
+    anchor.release_call(call.id)
+    assert commands(anchor) == [CloseSide("A.voicemail"), DeleteSlot("slot-1")]
+    assert len(recorder.ports) == 2  # the relay port is free again
+
+
+def test_voicemail_needs_a_recorder_and_a_g711_codec() -> None:
+    anchor = RtpengineAnchor()
+    anchor.add_slots([slot(1), slot(2)])
+    call, a = a_call()
+    a.remote_sdp = sdp(30000)
+    anchor.rewrite(call, a, leg("B"), a.remote_sdp)
     assert not anchor.record(call, a, "alice", "bob", (60.0, 10.0))
+    opus = RtpengineAnchor(Recorder("198.51.100.7", PortPool(50000, 50004)))
+    opus.add_slots([slot(3)])
+    a.remote_sdp = sdp(30000).replace(b"RTP/AVP 0 101", b"RTP/AVP 111")
+    opus.rewrite(call, a, leg("B"), a.remote_sdp)
+    assert not opus.record(call, a, "alice", "bob", (60.0, 10.0))
 
 
 def test_stale_slots_are_handed_back_for_replacement() -> None:

@@ -1,5 +1,5 @@
 """Issue 7's built-in voicemail on the wire: real baresip phones, the real `callkeeper serve`,
-`media.mode = "relay"`, `recovery.fallback = ["voicemail"]` and no `voicemail_uri`.
+`media.mode = "relay"` and `"rtpengine"`, `recovery.fallback = ["voicemail"]`, no `voicemail_uri`.
 
 bob (baresip, a 1000 Hz tone) calls alice (baresip "A1"); alice has `voicemail = true` and a
 second device, a bare UDP SIP agent registered as alice with digest, which declines calls
@@ -20,6 +20,7 @@ stream, then records what bob sends.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -37,6 +38,7 @@ from callkeeper.calls.recovery import VOICEMAIL_SILENCE_SECONDS
 from callkeeper.io.prompts import load_prompt_samples
 from support.audio import active_duration, active_span, dominant_frequency, read_wav
 from support.baresip import Baresip, baresip_binary
+from support.rtpengine import Rtpengine
 from support.server import ServerProcess, wait_until
 from support.ua import Message, UdpAgent, digest_answer
 from test_recovery_baresip import EventStream, dump_logs, establish, the_call, wait_registered
@@ -68,9 +70,20 @@ class VoicemailServer(ServerProcess):
     voicemail_dir: Path = Path()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[VoicemailServer]:
+@pytest.fixture(params=["relay", "rtpengine"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VoicemailServer]:
+    """With rtpengine carrying the call, the relay still records: rtpengine forwards bob's
+    media to a relay side and the greeting back."""
     baresip_binary()
+    with contextlib.ExitStack() as stack:
+        media = f'mode = "{request.param}"\n'
+        if request.param == "rtpengine":
+            rtpengine = stack.enter_context(Rtpengine(tmp_path / "rtpengine"))
+            media += f'rtpengine = "{rtpengine.address}"\n'
+        yield stack.enter_context(_server(tmp_path, media))
+
+
+def _server(tmp_path: Path, media: str) -> VoicemailServer:
     low, high = free_rtp_range()
     voicemail_dir = tmp_path / "voicemail"
     users = (
@@ -80,7 +93,7 @@ def server(tmp_path: Path) -> Iterator[VoicemailServer]:
     process = VoicemailServer(
         tmp_path / "callkeeper",
         extra_config=(
-            f'[media]\nmode = "relay"\nrtp_ports = "{low}-{high}"\n'
+            f'[media]\n{media}rtp_ports = "{low}-{high}"\n'
             f'voicemail_dir = "{voicemail_dir}"\n[log]\nlevel = "debug"\n'
             f"[keepalive]\nflow_timer = {FLOW_TIMER}\nin_call_interval = {IN_CALL}\n"
             f"misses = {MISSES}\n"
@@ -88,8 +101,7 @@ def server(tmp_path: Path) -> Iterator[VoicemailServer]:
         ),
         voicemail_dir=voicemail_dir,
     )
-    with process:
-        yield process
+    return process
 
 
 def phone(tmp_path: Path, server: ServerProcess, name: str) -> Baresip:

@@ -24,7 +24,7 @@ from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaAnchor, MediaCommand, PortPool
 from callkeeper.calls.model import Call, LegState
 from callkeeper.calls.recovery import RecoveryEngine
-from callkeeper.calls.rtpengine_anchor import RtpengineAnchor, RtpengineCommand
+from callkeeper.calls.rtpengine_anchor import Recorder, RtpengineAnchor, RtpengineCommand
 from callkeeper.calls.views import Wall, binding_view, call_view, static_view
 from callkeeper.calls.watch import EndpointWatch
 from callkeeper.config import Config
@@ -136,7 +136,9 @@ class CallManager:
                 media_address(config), PortPool.from_range(config.media.rtp_ports)
             )
         elif config.media.mode == "rtpengine":
-            self.media = self.rtpengine = RtpengineAnchor()
+            # The built-in relay still records voicemail, on ports from media.rtp_ports.
+            recorder = Recorder(media_address(config), PortPool.from_range(config.media.rtp_ports))
+            self.media = self.rtpengine = RtpengineAnchor(recorder)
         self.b2bua.media = self.media
         self._now = 0.0  # the latest input's time, for the recovery engine's questions
         self._waiting: dict[str, int] = {}  # voicemail messages per user, for MWI

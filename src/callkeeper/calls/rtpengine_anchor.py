@@ -15,8 +15,11 @@ forks and replacements on the other (a leg takes the side opposite to the leg it
   ports stay, so its phone is not touched (verified against rtpengine 10.5: with `port-latching`
   a re-offer keeps both parties' local ports).
 - Prompts and music are rtpengine's `play media` into a side (`PlayMedia`); `connect` stops them.
-- The built-in voicemail needs the relay (rtpengine 10.5 records only through its separate
-  recording daemon): `record` says no, and the fallback chain goes on without it.
+- The built-in voicemail is recorded by the built-in relay (rtpengine 10.5 records only through
+  its separate recording daemon): the survivor's opposite side is negotiated to a relay side
+  (a port from `media.rtp_ports`), so rtpengine forwards the survivor's media to the relay,
+  which plays the greeting back through rtpengine and records the rest — the relay's own
+  `OpenSide`/`SetPeer`/`Record`/`CloseSide` commands, queued here with rtpengine's.
 
 Pure: the slots arrive from the io layer (`add_slots`), commands leave through `next_command`.
 """
@@ -26,6 +29,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from callkeeper.calls.media_anchor import (
+    CloseSide,
+    MediaCommand,
+    OpenSide,
+    PortPool,
+    Record,
+    SetPeer,
+    playable_payload_type,
+)
 from callkeeper.calls.model import Call, Leg
 from callkeeper.calls.sdp_offers import parse_or_none
 from callkeeper.sdp import anchor_media
@@ -84,14 +96,24 @@ class _CallMedia:
     sides: dict[str, int] = field(default_factory=dict)  # leg id → 0 (side a) or 1 (side b)
     told: dict[int, bytes] = field(default_factory=dict)  # side → the SDP rtpengine last got
     playing: set[int] = field(default_factory=set)
+    mailbox: tuple[str, int] | None = None  # the relay side recording a voicemail, its port
+
+
+@dataclass(frozen=True, slots=True)
+class Recorder:
+    """The built-in relay, for voicemail: the address it binds and its ports."""
+
+    address: str
+    ports: PortPool
 
 
 class RtpengineAnchor:
-    def __init__(self) -> None:
+    def __init__(self, recorder: Recorder | None = None) -> None:
+        self._recorder = recorder
         self._free: deque[Slot] = deque()
         self._calls: dict[str, _CallMedia] = {}
         self._leg_calls: dict[str, str] = {}  # leg id → call id
-        self._commands: deque[RtpengineCommand] = deque()
+        self._commands: deque[RtpengineCommand | MediaCommand] = deque()
         self.exhausted = 0  # SDP passed through unanchored: no slot was ready
 
     # --- slots from the io layer -------------------------------------------------------------
@@ -111,7 +133,7 @@ class RtpengineAnchor:
         return stale
 
     # --- the Anchor protocol ------------------------------------------------------------------
-    def next_command(self) -> RtpengineCommand | None:
+    def next_command(self) -> RtpengineCommand | MediaCommand | None:
         return self._commands.popleft() if self._commands else None
 
     def __len__(self) -> int:
@@ -151,11 +173,8 @@ class RtpengineAnchor:
 
     def connect(self, leg_a: Leg, leg_b: Leg) -> None:
         # rtpengine forwards between the two sides all along; what is left is to stop prompts.
-        for leg in (leg_a, leg_b):
-            media, side = self._where(leg)
-            if media is not None and side in media.playing:
-                media.playing.discard(side)
-                self._commands.append(StopMedia(media.slot.id, SIDE_TAGS[side]))
+        self._stop_prompts(leg_a)
+        self._stop_prompts(leg_b)
 
     def play(self, leg: Leg, prompts: tuple[str, ...], loop: str | None) -> bool:
         media, side = self._where(leg)
@@ -168,7 +187,35 @@ class RtpengineAnchor:
     def record(
         self, call: Call, leg: Leg, user: str, caller: str | None, limits: tuple[float, float]
     ) -> bool:
-        return False  # see the module docstring: voicemail recording needs the relay
+        media, side = self._where(leg)
+        payload_type = playable_payload_type(leg.remote_sdp)
+        recorder = self._recorder
+        if media is None or payload_type is None or recorder is None or media.mailbox:
+            return False
+        port = recorder.ports.allocate()
+        if port is None:
+            return False
+        slot, other = media.slot, 1 - side
+        mailbox = f"{leg.id}.voicemail"
+        media.mailbox = (mailbox, port)
+        self._stop_prompts(leg)  # the hold music stops; the greeting comes from the relay
+        self._commands.append(OpenSide(mailbox, port))
+        self._commands.append(SetPeer(mailbox, (slot.address, slot.ports[other]), False))
+        self._negotiate(media, other, _relay_sdp(recorder.address, port, payload_type))
+        max_seconds, silence_seconds = limits
+        self._commands.append(
+            Record(
+                side=mailbox,
+                user=user,
+                caller=caller,
+                call_id=call.id,
+                greeting="voicemail_greeting",
+                payload_type=payload_type,
+                max_seconds=max_seconds,
+                silence_seconds=silence_seconds,
+            )
+        )
+        return True
 
     def release_leg(self, leg: Leg) -> None:
         call_id = self._leg_calls.pop(leg.id, None)
@@ -182,6 +229,10 @@ class RtpengineAnchor:
             return
         for leg_id in media.sides:
             self._leg_calls.pop(leg_id, None)
+        if media.mailbox is not None and self._recorder is not None:
+            side, port = media.mailbox
+            self._commands.append(CloseSide(side))  # the relay finishes the message
+            self._recorder.ports.release(port)
         self._commands.append(DeleteSlot(media.slot.id))
 
     # --- helpers -------------------------------------------------------------------------------
@@ -207,9 +258,25 @@ class RtpengineAnchor:
             media.told[side] = body
             self._commands.append(Negotiate(media.slot.id, SIDE_TAGS[side], body))
 
+    def _stop_prompts(self, leg: Leg) -> None:
+        media, side = self._where(leg)
+        if media is not None and side in media.playing:
+            media.playing.discard(side)
+            self._commands.append(StopMedia(media.slot.id, SIDE_TAGS[side]))
+
     def _where(self, leg: Leg) -> tuple[_CallMedia | None, int]:
         call_id = self._leg_calls.get(leg.id)
         media = self._calls.get(call_id) if call_id is not None else None
         if media is None:
             return None, 0
         return media, media.sides[leg.id]
+
+
+def _relay_sdp(address: str, port: int, payload_type: int) -> bytes:
+    """What rtpengine is told about the relay side standing in for a phone: one audio stream."""
+    kind = "IP6" if ":" in address else "IP4"
+    return (
+        f"v=0\r\no=callkeeper 1 1 IN {kind} {address}\r\ns=voicemail\r\n"
+        f"c=IN {kind} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP {payload_type}\r\n"
+        "a=sendrecv\r\n"
+    ).encode()

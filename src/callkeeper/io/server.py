@@ -89,7 +89,7 @@ async def start_server(
     driver = Driver(core)
     relay: MediaRelay | None = None
     voicemail: VoicemailStore | None = None
-    if config.media.mode == "relay":
+    if config.media.mode != "off":  # with rtpengine, the relay records voicemail only
         relay = MediaRelay(media_address(config), driver.loop)
         relay.preload()
         driver.extra_sinks.append(relay)
