@@ -121,6 +121,23 @@ def test_re_bridging_the_survivor_keeps_its_side_and_negotiates_the_new_leg() ->
     assert commands(anchor) == []
 
 
+def test_keys_reported_by_slot_and_tag_name_the_leg_on_that_side() -> None:
+    anchor = RtpengineAnchor()
+    anchor.add_slots([slot(1)])
+    call, a = a_call()
+    b, b_new = leg("B"), leg("B-new")
+    anchor.rewrite(call, a, b, sdp(30000))
+    anchor.rewrite(call, b, a, sdp(31000))
+    assert (anchor.leg_on("slot-1", "a"), anchor.leg_on("slot-1", "b")) == ("A", "B")
+    anchor.rewrite(call, a, b_new, sdp(30000))  # B failed; its replacement is offered A's SDP
+    anchor.learn(call, b_new, sdp(32000))
+    anchor.release_leg(b)
+    assert anchor.leg_on("slot-1", "b") == "B-new"
+    assert anchor.leg_on("slot-1", "c") is None and anchor.leg_on("slot-9", "a") is None
+    anchor.release_call(call.id)
+    assert anchor.leg_on("slot-1", "a") is None
+
+
 def test_no_ready_slot_passes_the_sdp_through_and_counts_it() -> None:
     anchor = RtpengineAnchor()
     call, a = a_call()

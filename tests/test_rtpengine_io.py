@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from callkeeper.calls.model import Call, Leg
 from callkeeper.calls.rtpengine_anchor import RtpengineAnchor
 from callkeeper.io import ng
 from callkeeper.io.ng import NgClient, NgError, bdecode, bencode
-from callkeeper.io.rtpengine import RtpengineMedia
+from callkeeper.io.rtpengine import DtmfLog, RtpengineMedia
+from callkeeper.sdp import parse_sdp
 from callkeeper.sip.transport import Flow
+from support.ports import free_port
 from support.rtpengine import Rtpengine
 
 
@@ -110,6 +113,82 @@ def test_the_backend_keeps_a_pool_of_slots_and_deletes_a_finished_call(tmp_path:
     assert taken not in after and len(after) == 4 and len(after - before) == 1
 
 
+def test_keys_rtpengine_reports_reach_the_core_as_the_sending_leg(tmp_path: Path) -> None:
+    """rtpengine (`--dtmf-log-dest`) sees alice's RFC 4733 event on its way to bob and reports
+    it; `DtmfLog` names alice's leg. Junk on the log socket is dropped and counted."""
+    log_port = free_port()
+    options = (f"--dtmf-log-dest=127.0.0.1:{log_port}",)
+    with Rtpengine(tmp_path, options=options) as rtpengine:
+
+        async def run() -> tuple[list[tuple[str, str]], int]:
+            loop = asyncio.get_running_loop()
+            client = await NgClient.open(("127.0.0.1", rtpengine.ng_port))
+            anchor = RtpengineAnchor()
+            media = RtpengineMedia(client, anchor, loop, pool_size=1)
+            keys: list[tuple[str, str]] = []
+            got_key = asyncio.Event()
+
+            def on_key(leg: str, key: str) -> None:
+                keys.append((leg, key))
+                got_key.set()
+
+            dtmf = await DtmfLog.listen(("127.0.0.1", log_port), anchor, on_key)
+            alice, bob = _phone(), _phone()
+            try:
+                await media.start()
+                flow = Flow("udp", ("127.0.0.1", 5062))
+                a, b = (
+                    Leg(id="A", is_caller=True, flow=flow),
+                    Leg(id="B", is_caller=False, flow=flow),
+                )
+                call = Call(id="call-1", a=a, created=0.0, callee="bob")
+                anchor.rewrite(call, a, b, _sdp(alice.getsockname()[1], events=True))
+                to_alice = anchor.rewrite(call, b, a, _sdp(bob.getsockname()[1], events=True))
+                while (command := anchor.next_command()) is not None:
+                    media(command)
+                await media.drained()  # both sides negotiated
+                relay_port = parse_sdp(to_alice).media[0].port
+                for packet in _keypress(event=5):
+                    alice.sendto(packet, ("127.0.0.1", relay_port))
+                    await asyncio.sleep(0.02)
+                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sender.sendto(b"{not json", ("127.0.0.1", log_port))
+                sender.close()
+                await asyncio.wait_for(got_key.wait(), 5)
+                deadline = loop.time() + 2
+                while dtmf.dropped == 0 and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                return keys, dtmf.dropped
+            finally:
+                dtmf.close()
+                media.close()
+                alice.close()
+                bob.close()
+
+        keys, dropped = asyncio.run(run())
+    assert keys == [("A", "5")]
+    assert dropped == 1
+
+
+def _phone() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _keypress(event: int) -> list[bytes]:
+    """Ten packets of PCMU, then one RFC 4733 event (three updates, three end copies)."""
+    packets = [
+        struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 77) + b"\xff" * 160 for seq in range(10)
+    ]
+    for i in range(6):
+        marker = 0x80 if i == 0 else 0
+        end = 0x80 if i >= 3 else 0
+        header = struct.pack("!BBHII", 0x80, 101 | marker, 10 + i, 1600, 77)
+        packets.append(header + struct.pack("!BBH", event, end | 10, 160 * (i + 1)))
+    return packets
+
+
 def test_serve_refuses_to_start_without_rtpengine_naming_the_key(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
@@ -131,9 +210,10 @@ def test_serve_refuses_to_start_without_rtpengine_naming_the_key(tmp_path: Path)
     assert len(errors) == 1 and "media.rtpengine" in errors[0], result.stderr
 
 
-def test_a_malformed_rtpengine_address_is_a_config_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["rtpengine", "rtpengine_dtmf"])
+def test_a_malformed_rtpengine_address_is_a_config_error(tmp_path: Path, key: str) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text('[media]\nmode = "rtpengine"\nrtpengine = "tcp:localhost"\n')
+    config.write_text(f'[media]\nmode = "rtpengine"\n{key} = "tcp:localhost"\n')
     result = subprocess.run(
         [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)],
         capture_output=True,
@@ -142,11 +222,12 @@ def test_a_malformed_rtpengine_address_is_a_config_error(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "media.rtpengine" in lines[0], result.stderr
+    assert len(lines) == 1 and f"media.{key}" in lines[0], result.stderr
 
 
-def _sdp(port: int) -> bytes:
+def _sdp(port: int, events: bool = False) -> bytes:
+    formats = "0 101\r\na=rtpmap:101 telephone-event/8000" if events else "0"
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0\r\n"
+        f"m=audio {port} RTP/AVP {formats}\r\n"
     ).encode()

@@ -178,9 +178,14 @@ class MediaSection(BaseModel):
     # rtpengine's NG control socket (media.mode = "rtpengine").
     rtpengine: str = "udp:127.0.0.1:2223"
 
-    @field_validator("rtpengine")
+    # Where callkeeper listens for the keys rtpengine saw (its --dtmf-log-dest); None: not at all.
+    rtpengine_dtmf: str | None = None
+
+    @field_validator("rtpengine", "rtpengine_dtmf")
     @classmethod
-    def _check_rtpengine(cls, value: str) -> str:
+    def _check_udp_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         match = re.fullmatch(r"udp:(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", value.strip())
         if not match or not 0 < int(match.group(2)) < 65536:
             raise ValueError("must look like 'udp:127.0.0.1:2223'")
@@ -188,8 +193,11 @@ class MediaSection(BaseModel):
 
     @property
     def rtpengine_address(self) -> tuple[str, int]:
-        host, _, port = self.rtpengine.removeprefix("udp:").rpartition(":")
-        return host.strip("[]"), int(port)
+        return _udp_address(self.rtpengine)
+
+    @property
+    def rtpengine_dtmf_address(self) -> tuple[str, int] | None:
+        return _udp_address(self.rtpengine_dtmf) if self.rtpengine_dtmf else None
 
     @field_validator("rtp_ports")
     @classmethod
@@ -201,6 +209,12 @@ class MediaSection(BaseModel):
         if not 1024 <= low < high <= 65535:
             raise ValueError("must be an increasing range within 1024-65535")
         return value
+
+
+def _udp_address(text: str) -> tuple[str, int]:
+    """`udp:HOST:PORT` (validated) → (HOST, PORT)."""
+    host, _, port = text.removeprefix("udp:").rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class StoreSection(BaseModel):

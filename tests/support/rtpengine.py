@@ -54,6 +54,7 @@ class Rtpengine:
     workdir: Path
     ng_port: int = 0
     ports: tuple[int, int] = (0, 0)
+    options: tuple[str, ...] = ()  # more command-line options (--dtmf-log-dest=...)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,6 +80,7 @@ class Rtpengine:
                 "--log-level=5",
                 "--delete-delay=0",
                 f"--pidfile={self.workdir / 'rtpengine.pid'}",
+                *self.options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

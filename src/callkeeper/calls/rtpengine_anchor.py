@@ -97,6 +97,7 @@ class _CallMedia:
     told: dict[int, bytes] = field(default_factory=dict)  # side → the SDP rtpengine last got
     playing: set[int] = field(default_factory=set)
     mailbox: tuple[str, int] | None = None  # the relay side recording a voicemail, its port
+    speakers: dict[int, str] = field(default_factory=dict)  # side → leg whose SDP it last got
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class RtpengineAnchor:
         self._free: deque[Slot] = deque()
         self._calls: dict[str, _CallMedia] = {}
         self._leg_calls: dict[str, str] = {}  # leg id → call id
+        self._slot_calls: dict[str, str] = {}  # slot id → call id
         self._commands: deque[RtpengineCommand | MediaCommand] = deque()
         self.exhausted = 0  # SDP passed through unanchored: no slot was ready
 
@@ -132,6 +134,15 @@ class RtpengineAnchor:
             self._free = deque(slot for slot in self._free if slot.created >= created_before)
         return stale
 
+    def leg_on(self, slot_id: str, tag: str) -> str | None:
+        """The leg whose phone sends to a slot's side (for keys rtpengine reports by tag)."""
+        call_id = self._slot_calls.get(slot_id)
+        media = self._calls.get(call_id) if call_id is not None else None
+        if media is None or tag not in SIDE_TAGS:
+            return None
+        leg_id = media.speakers.get(SIDE_TAGS.index(tag))
+        return leg_id if leg_id in media.sides else None
+
     # --- the Anchor protocol ------------------------------------------------------------------
     def next_command(self) -> RtpengineCommand | MediaCommand | None:
         return self._commands.popleft() if self._commands else None
@@ -149,6 +160,7 @@ class RtpengineAnchor:
             return body
         from_side = self._side(media, call, from_leg, partner=to_leg)
         self._negotiate(media, from_side, body)
+        media.speakers[from_side] = from_leg.id
         to_side = self._side(media, call, to_leg, partner=from_leg)
         port = media.slot.ports[to_side]
         ports = [port if stream.port != 0 else 0 for stream in session.media]
@@ -166,7 +178,9 @@ class RtpengineAnchor:
             return
         body = session if isinstance(session, bytes) else session.to_bytes()
         if parse_or_none(body) is not None:
-            self._negotiate(media, media.sides[leg.id], body)
+            side = media.sides[leg.id]
+            self._negotiate(media, side, body)
+            media.speakers[side] = leg.id
 
     def has_side(self, leg: Leg) -> bool:
         return leg.id in self._leg_calls
@@ -227,6 +241,7 @@ class RtpengineAnchor:
         media = self._calls.pop(call_id, None)
         if media is None:
             return
+        self._slot_calls.pop(media.slot.id, None)
         for leg_id in media.sides:
             self._leg_calls.pop(leg_id, None)
         if media.mailbox is not None and self._recorder is not None:
@@ -240,6 +255,7 @@ class RtpengineAnchor:
         media = self._calls.get(call.id)
         if media is None and self._free:
             media = self._calls[call.id] = _CallMedia(self._free.popleft())
+            self._slot_calls[media.slot.id] = call.id
         return media
 
     def _side(self, media: _CallMedia, call: Call, leg: Leg, partner: Leg) -> int:

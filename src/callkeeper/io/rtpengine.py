@@ -14,6 +14,11 @@
   loop with `repeat-times`; `StopMedia` → `stop media` and `unblock media`; `DeleteSlot` →
   `delete`.
 
+Keys: rtpengine started with `--dtmf-log-dest=HOST:PORT` sends one JSON datagram per RFC 4733
+event it forwards (`{"callid": SLOT, "source_tag": "a", "event": 5, ...}`); with
+`media.rtpengine_dtmf` set, `DtmfLog` listens there and hands each key, with the leg that sent it,
+to the core (the feature code mid-call), as the relay does with the events it sees itself.
+
 Commands for one slot run one after the other, in the order the core queued them; different
 slots run concurrently. An NG failure during a call is logged and counted; the call goes on
 (its media may not), never an exception into the driver.
@@ -23,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,7 @@ from callkeeper.calls.rtpengine_anchor import (
     StopMedia,
 )
 from callkeeper.io.ng import Bencodable, NgClient, NgError
+from callkeeper.media.dtmf import digit_for_event
 from callkeeper.media.prompts import PROMPT_NAMES
 from callkeeper.sdp import parse_sdp
 
@@ -112,6 +119,10 @@ class RtpengineMedia:
         await self.client.request("ping")
         await self._fill()
         self._refill = self.loop.create_task(self._keep_filled())
+
+    async def drained(self) -> None:
+        """Until every command queued so far has been carried out (or has failed)."""
+        await asyncio.gather(*self._tails.values(), *self._tasks, return_exceptions=True)
 
     def close(self) -> None:
         for task in (*self._tasks, *self._players.values(), *self._tails.values()):
@@ -254,3 +265,51 @@ class RtpengineMedia:
         with contextlib.suppress(NgError):  # "not playing": the prompt had ended by itself
             await self.client.request("stop media", call_id=slot, from_tag=tag)
         await self.client.request("unblock media", call_id=slot, from_tag=_other(tag))
+
+
+class DtmfLog(asyncio.DatagramProtocol):
+    """rtpengine's DTMF log (`--dtmf-log-dest`): each key, with the leg that sent it, to `on_key`.
+
+    A datagram that is not rtpengine's JSON, or names a slot or side no call holds, is dropped
+    and counted."""
+
+    def __init__(self, anchor: RtpengineAnchor, on_key: Callable[[str, str], None]) -> None:
+        self.anchor = anchor
+        self.on_key = on_key
+        self.dropped = 0
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def listen(
+        cls, address: tuple[str, int], anchor: RtpengineAnchor, on_key: Callable[[str, str], None]
+    ) -> DtmfLog:
+        loop = asyncio.get_running_loop()
+        _, log_socket = await loop.create_datagram_endpoint(
+            lambda: cls(anchor, on_key), local_addr=address
+        )
+        return log_socket
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            report = json.loads(data)
+            slot, tag, event = report["callid"], report["source_tag"], report["event"]
+        except (ValueError, TypeError, KeyError):
+            self.dropped += 1
+            return
+        leg = (
+            self.anchor.leg_on(slot, tag)
+            if isinstance(slot, str) and isinstance(tag, str)
+            else None
+        )
+        key = digit_for_event(event) if isinstance(event, int) else None
+        if leg is None or key is None:
+            self.dropped += 1
+            return
+        self.on_key(leg, key)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -26,7 +26,7 @@ from callkeeper.io.driver import Driver
 from callkeeper.io.ng import NgClient, NgError
 from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.relay import MediaRelay
-from callkeeper.io.rtpengine import RtpengineMedia
+from callkeeper.io.rtpengine import DtmfLog, RtpengineMedia
 from callkeeper.io.stream import (
     StreamManager,
     StreamTimeouts,
@@ -59,6 +59,7 @@ class RunningServer:
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     relay: MediaRelay | None = None
     rtpengine: RtpengineMedia | None = None
+    dtmf_log: DtmfLog | None = None
 
     async def close(self) -> None:
         for transport in self.driver.udp.values():
@@ -67,6 +68,8 @@ class RunningServer:
             self.relay.close()
         if self.rtpengine is not None:
             self.rtpengine.close()
+        if self.dtmf_log is not None:
+            self.dtmf_log.close()
         for manager in self.driver.streams.values():
             await manager.close()
         if self.api is not None:
@@ -87,25 +90,7 @@ async def start_server(
         config, counter_ids(secrets.token_hex(4)), os.urandom, secret=secrets.token_bytes(32)
     )
     driver = Driver(core)
-    relay: MediaRelay | None = None
-    voicemail: VoicemailStore | None = None
-    if config.media.mode != "off":  # with rtpengine, the relay records voicemail only
-        relay = MediaRelay(media_address(config), driver.loop)
-        relay.preload()
-        driver.extra_sinks.append(relay)
-        voicemail = VoicemailStore(config.media.voicemail_dir)
-        service = VoicemailService(voicemail, core, driver.poke)
-        service.restore([user.name for user in config.users if user.voicemail])
-        relay.on_recorded = service.on_recorded
-
-        def on_digit(side: str, key: str) -> None:
-            core.media_digit(side, key, driver.loop.time())
-            driver.poke()
-
-        relay.on_digit = on_digit
-    rtpengine: RtpengineMedia | None = None
-    if core.rtpengine is not None:
-        rtpengine = await _start_rtpengine(config, core.rtpengine, driver)
+    media = await _start_media(config, core, driver)
     store = open_store(config.store.url)
     persistence = BindingPersistence(store, driver.loop)
     driver.extra_sinks.append(persistence)
@@ -123,8 +108,11 @@ async def start_server(
     running = RunningServer(
         config, driver, core, None, config_path=config_path, store=store, persistence=persistence
     )
-    running.relay = relay
-    running.rtpengine = rtpengine
+    running.relay, running.rtpengine, running.dtmf_log = (
+        media.relay,
+        media.rtpengine,
+        media.dtmf_log,
+    )
     try:
         for index, address in enumerate(config.sip.listen):
             key = f"sip.listen.{index}"
@@ -160,12 +148,12 @@ async def start_server(
         if api:
             host, port = config.api.host_port
             running.api = ApiServer(
-                core, driver, config.api.token, voicemail=voicemail, store=store
+                core, driver, config.api.token, voicemail=media.voicemail, store=store
             )
-            if relay is not None:
-                running.api.registry.register(MediaCollector(relay))
-            if rtpengine is not None:
-                running.api.registry.register(RtpengineCollector(rtpengine))
+            if media.relay is not None:
+                running.api.registry.register(MediaCollector(media.relay))
+            if media.rtpengine is not None:
+                running.api.registry.register(RtpengineCollector(media.rtpengine))
             try:
                 await running.api.start(host, port)
             except OSError as error:
@@ -180,6 +168,48 @@ async def start_server(
     core.start(driver.loop.time())
     driver.poke()
     return running
+
+
+@dataclass
+class _Media:
+    relay: MediaRelay | None = None
+    voicemail: VoicemailStore | None = None
+    rtpengine: RtpengineMedia | None = None
+    dtmf_log: DtmfLog | None = None
+
+
+async def _start_media(config: Config, core: CallManager, driver: Driver) -> _Media:
+    """The relay (with rtpengine it records voicemail only), rtpengine and its DTMF log."""
+    media = _Media()
+    if config.media.mode == "off":
+        return media
+    relay = media.relay = MediaRelay(media_address(config), driver.loop)
+    relay.preload()
+    driver.extra_sinks.append(relay)
+    voicemail = media.voicemail = VoicemailStore(config.media.voicemail_dir)
+    service = VoicemailService(voicemail, core, driver.poke)
+    service.restore([user.name for user in config.users if user.voicemail])
+    relay.on_recorded = service.on_recorded
+
+    def on_digit(side: str, key: str) -> None:
+        core.media_digit(side, key, driver.loop.time())
+        driver.poke()
+
+    relay.on_digit = on_digit
+    if core.rtpengine is None:
+        return media
+    rtpengine = media.rtpengine = await _start_rtpengine(config, core.rtpengine, driver)
+    address = config.media.rtpengine_dtmf_address
+    if address is not None:
+        try:
+            media.dtmf_log = await DtmfLog.listen(address, core.rtpengine, on_digit)
+        except OSError as error:
+            rtpengine.close()
+            raise StartupError(
+                f"media.rtpengine_dtmf: cannot listen on {config.media.rtpengine_dtmf}: "
+                f"{error.strerror or error}"
+            ) from None
+    return media
 
 
 async def _start_rtpengine(
