@@ -5,9 +5,9 @@
 - a pool of ready *slots* (see the anchor's docstring): each is an rtpengine call opened with an
   `offer` from tag `a` and an `answer` from tag `b` carrying placeholder SDP, with the
   `port-latching` flag so the two port pairs rtpengine picked stay fixed whatever SDP follows.
-  The pool is refilled whenever the anchor takes slots, and slots unused for `SLOT_MAX_IDLE`
-  seconds are replaced (rtpengine deletes calls that carry no media for `--timeout`, 60 s by
-  default);
+  The pool is refilled every `REFILL_INTERVAL`, at once when half of it is gone, and slots
+  unused for `SLOT_MAX_IDLE` seconds are replaced (rtpengine deletes calls that carry no media
+  for `--timeout`, 60 s by default);
 - `Negotiate` → an `offer` from the side's tag to the other (`trust-address`: the addresses are
   the SDP's, not the NG sender's); `PlayMedia` → `block media` from the other side, then `play
   media` of the prompt files one after the other (rtpengine says how long each lasts), then the
@@ -55,7 +55,8 @@ log = structlog.get_logger(__name__)
 
 SLOT_POOL = 64  # ready slots kept: a burst of this many new calls costs no NG round trip
 SLOT_MAX_IDLE = 30.0  # s: well inside rtpengine's default --timeout of 60 s
-REFILL_INTERVAL = 0.1  # s between looks at the pool
+REFILL_INTERVAL = 0.1  # s between looks at the pool (sooner when half of it is gone)
+REFILL_BACKOFF_MAX = 5.0  # s between attempts while rtpengine does not answer
 REFILL_BATCH = 16  # slots set up concurrently
 MUSIC_REPEATS = 10_000  # "until stopped": hours of the music loop
 FLAGS: list[Bencodable] = ["trust-address", "port-latching"]
@@ -111,6 +112,7 @@ class RtpengineMedia:
         self._players: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill: asyncio.Task[None] | None = None
+        self._running_low = asyncio.Event()
         self._prefix = secrets.token_hex(4)
         self._count = 0
 
@@ -133,21 +135,33 @@ class RtpengineMedia:
 
     # --- the pool -------------------------------------------------------------------------------
     async def _keep_filled(self) -> None:
+        pause = REFILL_INTERVAL
         while True:
-            await asyncio.sleep(REFILL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._running_low.wait(), pause)
+            self._running_low.clear()
             for slot in self.anchor.take_stale_slots(self.loop.time() - SLOT_MAX_IDLE):
                 self._spawn(self._delete(slot.id))
             try:
                 await self._fill()
             except NgError as error:
                 self.failures += 1
-                log.warning("rtpengine: cannot set up media slots", error=str(error))
+                if pause == REFILL_INTERVAL:  # once per outage, not at every retry
+                    log.warning("rtpengine: cannot set up media slots", error=str(error))
+                pause = min(pause * 2, REFILL_BACKOFF_MAX)
+            else:
+                pause = REFILL_INTERVAL
 
     async def _fill(self) -> None:
         while (missing := self.pool_size - self.anchor.free_slots) > 0:
             batch = min(missing, REFILL_BATCH)
-            slots = await asyncio.gather(*(self._new_slot() for _ in range(batch)))
-            self.anchor.add_slots(list(slots))
+            results = await asyncio.gather(
+                *(self._new_slot() for _ in range(batch)), return_exceptions=True
+            )
+            self.anchor.add_slots([slot for slot in results if isinstance(slot, Slot)])
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _new_slot(self) -> Slot:
         self._count += 1
@@ -168,6 +182,8 @@ class RtpengineMedia:
         """A driver sink: anything that is not an rtpengine command is someone else's."""
         if isinstance(command, Negotiate):
             self._queue(command.slot, self._negotiate(command))
+            if self.anchor.free_slots < self.pool_size // 2:
+                self._running_low.set()  # a burst of new calls: refill now, not at the next look
         elif isinstance(command, PlayMedia):
             self._queue(command.slot, self._start_player(command))
         elif isinstance(command, StopMedia):
