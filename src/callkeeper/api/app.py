@@ -32,6 +32,7 @@ from callkeeper.io.relay import MediaRelay
 from callkeeper.io.rtpengine import RtpengineMedia
 from callkeeper.io.voicemail import VoicemailStore
 from callkeeper.ivr.node import CHECKPOINT_NAMESPACE, decode_envelope
+from callkeeper.liveness.states import State
 from callkeeper.store import Store, StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -198,6 +199,22 @@ class RtpengineCollector(Collector):
         )
 
 
+ENDPOINT_STATES = tuple(state.value for state in State)
+
+
+def _bad_query(reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=400)
+
+
+def _count(text: str | None) -> int | None:
+    """A query parameter that must be a whole number ≥ 0 (ValueError otherwise), or absent."""
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
     buckets = [
         (str(bound), count) for bound, count in zip(histogram.bounds, histogram.counts, strict=True)
@@ -340,7 +357,25 @@ class ApiServer:
         return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
-        return web.json_response(self.core.endpoints_view(self.driver.loop.time(), self._wall))
+        """All endpoints, or `?user=` / `?state=` only; `?limit=N&offset=M` pages through them
+        (in a stable order: by id). `X-Total-Count` is the number before paging."""
+        query = request.query
+        state = query.get("state")
+        if state is not None and state not in ENDPOINT_STATES:
+            return _bad_query(f"state must be one of {', '.join(ENDPOINT_STATES)}")
+        try:
+            limit = _count(query.get("limit"))
+            offset = _count(query.get("offset")) or 0
+        except ValueError:
+            return _bad_query("limit and offset must be whole numbers")
+        views = self.core.endpoints_view(
+            self.driver.loop.time(), self._wall, user=query.get("user"), state=state
+        )
+        total = len(views)
+        if limit is not None or offset:
+            views.sort(key=lambda view: str(view["id"]))
+            views = views[offset : None if limit is None else offset + limit]
+        return web.json_response(views, headers={"X-Total-Count": str(total)})
 
     def _publish(self, event: object) -> None:
         """Fan a core event out to every SSE client; a client too slow to keep up loses events

@@ -206,26 +206,37 @@ class CallManager:
                     by_endpoint.setdefault(leg.endpoint, []).append(call.id)
         return by_endpoint
 
-    def endpoints_view(self, now: float, wall: Wall) -> list[dict[str, Any]]:
-        """Registered and static contacts, with the liveness monitor's state and last sign of life."""
+    def endpoints_view(
+        self, now: float, wall: Wall, user: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Registered and static contacts, with the liveness monitor's state and last sign of
+        life; only `user`'s, only those in `state`, when given."""
         calls = self._calls_by_endpoint()
         monitor = self.watch.monitor
         views = []
         for binding in self.registrar.all_bindings():
-            if not binding.is_live(now):
+            if not binding.is_live(now) or (user is not None and binding.user != user):
                 continue
             seen = monitor.view(binding.endpoint_id)
-            state = seen.state.value if seen is not None else "alive"
-            view = binding_view(binding, state, calls.get(binding.endpoint_id, []), wall)
+            endpoint_state = seen.state.value if seen is not None else "alive"
+            if state is not None and endpoint_state != state:
+                continue
+            view = binding_view(binding, endpoint_state, calls.get(binding.endpoint_id, []), wall)
             if seen is not None:
                 view["last_seen"] = wall(seen.last_seen)
             views.append(view)
         for static in self.directory.all_static_contacts():
+            if user is not None and static.user != user:
+                continue
             seen = monitor.view(static.endpoint_id)
-            state = seen.state.value if seen is not None else "alive"
+            endpoint_state = seen.state.value if seen is not None else "alive"
+            if state is not None and endpoint_state != state:
+                continue
             last_seen = seen.last_seen if seen is not None else None
             views.append(
-                static_view(static, state, last_seen, calls.get(static.endpoint_id, []), wall)
+                static_view(
+                    static, endpoint_state, last_seen, calls.get(static.endpoint_id, []), wall
+                )
             )
         return views
 
