@@ -456,7 +456,7 @@ def test_alice_moves_her_call_to_her_second_phone(
     try:
         with bob, a1:
             try:
-                _move(server, events, bob, a1, a2, how)
+                move_call(server, events, bob, a1, a2, how)
             except AssertionError as error:
                 raise AssertionError(f"{error}\n{dump_logs(bob, a1, a2, server)}") from None
             finally:
@@ -466,7 +466,7 @@ def test_alice_moves_her_call_to_her_second_phone(
         events.close()
 
 
-def _move(
+def move_call(
     server: ServerProcess, events: EventStream, bob: Baresip, a1: Baresip, a2: Baresip, how: str
 ) -> None:
     assert bob.ctl is not None and a1.ctl is not None

@@ -7,6 +7,7 @@ Debian's rtpengine (userspace) carrying the media.
 2. Recovery: alice's baresip is SIGKILLed mid-call; bob is not re-INVITEd: rtpengine plays him the
    announcement (normalised cross-correlation against the shipped prompt) and then the music, and
    when alice returns within grace rtpengine sends him her new tone on the same ports.
+3. alice dials `*86` from her second phone: the call moves there, tones checked both ways.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from test_recovery_baresip import (
     call_state,
     dump_logs,
     establish,
+    move_call,
     the_call,
     wait_registered,
 )
+from test_recovery_baresip import phone as recovery_phone
 from test_relay_baresip import best_correlation, sdp_received, sip_lines_to
 
 pytestmark = pytest.mark.peers
@@ -219,3 +222,27 @@ def _crash_and_return(
     assert_tone(dominant_frequency(before), TONES["alice"], "bob before the crash")
     after = Recording(8000, recording.samples[-int(8000 * (TALK - 0.5)) :])
     assert_tone(dominant_frequency(after), TONES["alice2"], "bob after the resume")
+
+
+# --- 3. the feature code through rtpengine ---------------------------------------------------------
+def test_the_feature_code_moves_the_call_through_rtpengine(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """recovery issue's `*86` scenario (alice's second phone pulls her call), with rtpengine
+    carrying the media: both directions' tones are checked after the move."""
+    bob = recovery_phone(tmp_path, server, "bob", "bob")
+    a1 = recovery_phone(tmp_path, server, "alice", "alice")
+    a2 = recovery_phone(tmp_path, server, "alice2", "alice", answermode="manual")
+    events = EventStream(server)
+    try:
+        with bob, a1:
+            try:
+                move_call(server, events, bob, a1, a2, "feature-code")
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{explain(server, bob, a1, a2)}") from None
+            finally:
+                if a2.process is not None:
+                    a2.stop()
+    finally:
+        events.close()
+    assert server.metrics()["callkeeper_media_rtpengine_failures_total"] == 0
