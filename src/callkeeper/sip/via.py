@@ -78,7 +78,9 @@ class Via:
         if self._text is not None:
             return self._text
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
-        return f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
+        text = f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
+        _set_text(self, text)  # immutable: format once
+        return text
 
 
 def via_sent_by(text: str) -> tuple[str, int | None] | None:
@@ -137,6 +139,7 @@ _VIA_SETTERS = tuple(
     Via.__dict__[name].__set__
     for name in ("transport", "host", "port", "params", "protocol", "_text")
 )
+_set_text = _VIA_SETTERS[5]
 
 
 def new_via(
