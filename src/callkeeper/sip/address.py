@@ -104,7 +104,9 @@ class Address:
     def with_param(self, name: str, value: str | None = None) -> Address:
         lname = name.lower()
         params = (*(p for p in self.params if p[0].lower() != lname), (name, value))
-        return dataclass_replace(self, params=params, _text=None)
+        # new_address, not dataclasses.replace (which inspects the fields on every call): a
+        # tag is set on the From or To of every dialog.
+        return new_address(self.uri, self.display_name, params, None)
 
     def with_tag(self, tag: str) -> Address:
         return self.with_param("tag", tag)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from dataclasses import replace as dataclass_replace
 from typing import Any
 
 from callkeeper.sip.address import TOKEN, format_params, parse_params, remember
@@ -72,7 +71,9 @@ class Via:
                     break
             else:
                 params.append((name, value))
-        return dataclass_replace(self, params=tuple(params), _text=None)
+        # new_via, not dataclasses.replace (which inspects the fields on every call): every
+        # request we send and every one we stamp gets a new Via.
+        return new_via(self.transport, self.host, self.port, tuple(params), self.protocol, None)
 
     def __str__(self) -> str:
         if self._text is not None:
