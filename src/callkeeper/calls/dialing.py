@@ -13,7 +13,7 @@ from callkeeper.calls.locals import LocalAddresses
 from callkeeper.sip.address import Address
 from callkeeper.sip.capabilities import ALLOW, SUPPORTED
 from callkeeper.sip.headers import Headers
-from callkeeper.sip.message import Request
+from callkeeper.sip.message import Request, new_cseq
 from callkeeper.sip.transaction_messages import IdSource
 from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI
@@ -54,12 +54,13 @@ def build_invite(
     """An initial INVITE for a new UAC leg; `from_address` carries our local tag already."""
     out = Headers()
     via = local.via(flow).with_params(branch=MAGIC_COOKIE + ids())
-    out.add("Via", str(via))
+    via_text = str(via)
+    out.add("Via", via_text)
     out.add("Max-Forwards", str(max_forwards))
     out.add("From", str(from_address))
     out.add("To", str(Address(to_uri)))
     out.add("Call-ID", call_id)
-    out.add("CSeq", "1 INVITE")
+    out.add("CSeq", _INVITE_CSEQ_TEXT)
     out.add("Contact", str(local.contact(flow)))
     out.add("Allow", ALLOW)
     out.add("Supported", SUPPORTED)
@@ -68,7 +69,14 @@ def build_invite(
         out.add(name, value)
     if body:
         out.add("Content-Type", content_type)
-    return Request("INVITE", uri, out, body)
+    invite = Request("INVITE", uri, out, body)
+    invite.remember_view("top-via", via_text, via)
+    invite.remember_view("cseq", _INVITE_CSEQ_TEXT, _INVITE_CSEQ)
+    return invite
+
+
+_INVITE_CSEQ_TEXT = "1 INVITE"
+_INVITE_CSEQ = new_cseq(1, "INVITE")
 
 
 def build_reboot_notify(

@@ -19,9 +19,16 @@ class LocalAddresses:
     def __init__(self, domain: str) -> None:
         self.domain = domain
         self._by_transport: dict[str, list[tuple[str, int]]] = {}
+        # Via and Contact by (transport, local end[, user]): every request and 2xx we send
+        # carries them, and they change only with the listen addresses. A flow's local end is
+        # one of those (or a wildcard), so the tables stay small.
+        self._vias: dict[tuple[str, tuple[str, int]], Via] = {}
+        self._contacts: dict[tuple[str, tuple[str, int], str], Address] = {}
 
     def add(self, transport: str, address: tuple[str, int]) -> None:
         self._by_transport.setdefault(transport, []).append(address)
+        self._vias.clear()
+        self._contacts.clear()
 
     def transports(self) -> list[str]:
         return list(self._by_transport)
@@ -52,17 +59,26 @@ class LocalAddresses:
         return Flow(flow.transport, flow.remote, self.local_for(flow.transport), flow.connection)
 
     def via(self, flow: Flow) -> Via:
-        host, port = self.sent_by(flow)
-        host = f"[{host}]" if ":" in host else host
-        return Via(flow.via_transport, host, port, (("rport", None),))
+        key = (flow.transport, flow.local)
+        via = self._vias.get(key)
+        if via is None:
+            host, port = self.sent_by(flow)
+            host = f"[{host}]" if ":" in host else host
+            via = self._vias[key] = Via(flow.via_transport, host, port, (("rport", None),))
+        return via
 
     def contact(self, flow: Flow, user: str = "callkeeper") -> Address:
-        host, port = self.sent_by(flow)
-        host = f"[{host}]" if ":" in host else host
-        params: tuple[tuple[str, str | None], ...] = ()
-        if flow.transport != "udp":
-            params = (("transport", flow.transport),)
-        return Address(URI("sip", user=user, host=host, port=port, params=params))
+        key = (flow.transport, flow.local, user)
+        contact = self._contacts.get(key)
+        if contact is None:
+            host, port = self.sent_by(flow)
+            host = f"[{host}]" if ":" in host else host
+            params: tuple[tuple[str, str | None], ...] = ()
+            if flow.transport != "udp":
+                params = (("transport", flow.transport),)
+            uri = URI("sip", user=user, host=host, port=port, params=params)
+            contact = self._contacts[key] = Address(uri)
+        return contact
 
     def is_ours(self, host: str, port: int | None) -> bool:
         """True when `host:port` names one of our listen addresses (or our domain)."""

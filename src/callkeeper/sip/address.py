@@ -104,7 +104,9 @@ class Address:
     def with_param(self, name: str, value: str | None = None) -> Address:
         lname = name.lower()
         params = (*(p for p in self.params if p[0].lower() != lname), (name, value))
-        return dataclass_replace(self, params=params, _text=None)
+        # new_address, not dataclasses.replace (which inspects the fields on every call): a
+        # tag is set on the From or To of every dialog.
+        return new_address(self.uri, self.display_name, params, None)
 
     def with_tag(self, tag: str) -> Address:
         return self.with_param("tag", tag)
@@ -116,7 +118,10 @@ class Address:
         if self._text is not None:
             return self._text
         name = f"{self.display_name} " if self.display_name else ""
-        return f"{name}<{self.uri}>{format_params(self.params)}"
+        text = f"{name}<{self.uri}>{format_params(self.params)}"
+        # Immutable: format once (a dialog's From and To go into every request it sends).
+        _set_text(self, text)
+        return text
 
 
 # Parsed values by their exact text. Address and URI are immutable, so one parsed value can
@@ -206,6 +211,7 @@ def _parse_uri_part(text: str) -> tuple[URI, str | None]:
 _ADDRESS_SETTERS = tuple(
     Address.__dict__[name].__set__ for name in ("uri", "display_name", "params", "_text")
 )
+_set_text = _ADDRESS_SETTERS[3]
 
 
 def new_address(

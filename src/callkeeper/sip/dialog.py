@@ -22,7 +22,7 @@ from enum import Enum
 from callkeeper.sip.address import Address, parse_address
 from callkeeper.sip.errors import ParseError, SipError
 from callkeeper.sip.headers import Headers
-from callkeeper.sip.message import MAX_CSEQ, CSeq, Message, Request, Response
+from callkeeper.sip.message import MAX_CSEQ, CSeq, Message, Request, Response, new_cseq
 from callkeeper.sip.uri import URI
 from callkeeper.sip.via import MAGIC_COOKIE, Via
 
@@ -407,14 +407,17 @@ class Dialog:
         number = self._next_local_seq(method)
         request_uri, routes = self._target_and_routes()
         out = Headers()
-        out.add("Via", str(via.with_params(branch=f"{MAGIC_COOKIE}{self._new_id()}")))
+        via = via.with_params(branch=f"{MAGIC_COOKIE}{self._new_id()}")
+        via_text = str(via)
+        cseq_text = f"{number} {method}"
+        out.add("Via", via_text)
         out.add("Max-Forwards", MAX_FORWARDS)
         for route in routes:
             out.add("Route", route)
         out.add("From", str(self.local_address))
         out.add("To", str(self.remote_address))
         out.add("Call-ID", self.id.call_id)
-        out.add("CSeq", f"{number} {method}")
+        out.add("CSeq", cseq_text)
         if contact is not None:
             self.local_contact = contact
         if method in _CONTACT_METHODS and self.local_contact is not None:
@@ -423,7 +426,10 @@ class Dialog:
             out.add(name, value)
         if content_type is not None:
             out.add("Content-Type", content_type)
-        return Request(method, request_uri, out, body)
+        request = Request(method, request_uri, out, body)
+        request.remember_view("top-via", via_text, via)
+        request.remember_view("cseq", cseq_text, new_cseq(number, method))
+        return request
 
     def create_ack(
         self,

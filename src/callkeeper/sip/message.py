@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from callkeeper.sip.address import TOKEN, Address, parse_address
 from callkeeper.sip.errors import ParseError
-from callkeeper.sip.headers import Headers, canonical, split_list
+from callkeeper.sip.headers import Headers, split_list
 from callkeeper.sip.uri import URI
 from callkeeper.sip.via import Via, parse_via
 
@@ -47,6 +47,8 @@ _T = TypeVar("_T")
 # Copied from a request into its response (RFC 3261 §8.2.6.2); Record-Route only for 18x/2xx
 # responses that may establish a dialog (§12.1.1).
 _COPIED_INTO_RESPONSES = frozenset({"via", "from", "call-id", "cseq", "record-route"})
+# The parsed views of those headers (Message._cache keys) a response can take over.
+_VIEWS_COPIED_INTO_RESPONSES = ("top-via", "from", "call-id", "cseq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,12 @@ class Message:
         self._cache[key] = (headers.revision, raw, value)
         return value
 
+    def remember_view(self, key: str, raw: str, value: object) -> None:
+        """Tell the message what `raw` — the very string it carries in the header behind view
+        `key` ("top-via", "cseq" ...) — parses to, so that view need not parse it back (a
+        message we build from a Via or CSeq we already hold)."""
+        self._cache[key] = (-1, raw, value)
+
     def _listed(self, key: str, parse: Callable[[str], _T]) -> list[_T]:
         headers = self.headers
         cached = self._cache.get(key)
@@ -171,8 +179,11 @@ class Message:
 
     def set_top_via(self, via: Via) -> None:
         """Replace the first via-parm (keeping any others that share its header line)."""
+        text = str(via)
         self.headers.pop_first("via")
-        self.headers.prepend("Via", str(via))
+        self.headers.prepend("Via", text)
+        # The new first line is `text` itself: `.top_via` need not parse it back.
+        self._cache["top-via"] = (self.headers.revision, text, via)
 
     @property
     def contacts(self) -> list[Address]:
@@ -264,19 +275,28 @@ class Request(Message):
         a `PartialRequestError.request` too: whatever is there is copied as received; a To that
         does not parse is copied without a tag rather than failing.
         """
-        headers = Headers()
+        items: list[tuple[str, str, str]] = []
         keep_record_route = 180 <= status < 300
-        for name, value in self.headers:
-            key = canonical(name)
+        for item in self.headers._items:
+            key = item[0]
             if key in _COPIED_INTO_RESPONSES:
                 if key != "record-route" or keep_record_route:
-                    headers.add(name, value)
+                    items.append(item)
             elif key == "to":
                 if to_tag is not None and status != 100 and self._to_tag_missing():
-                    headers.add(name, f"{value};tag={to_tag}")
+                    items.append((key, item[1], f"{item[2]};tag={to_tag}"))
                 else:
-                    headers.add(name, value)
-        response = Response(status, reason or REASON_PHRASES.get(status, "Unknown"), headers)
+                    items.append(item)
+        response = Response(
+            status, reason or REASON_PHRASES.get(status, "Unknown"), Headers._from_parsed(items)
+        )
+        # The copied lines are the very same strings: what was parsed from them still holds
+        # (Message._single checks that the raw text is the same object before reusing a view).
+        cache = self._cache
+        for view in _VIEWS_COPIED_INTO_RESPONSES:
+            entry = cache.get(view)
+            if entry is not None:
+                response._cache[view] = entry
         if status == 100 and "timestamp" in self.headers:
             response.headers.add("Timestamp", self.headers.get("timestamp") or "")
         return response

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from dataclasses import replace as dataclass_replace
 from typing import Any
 
 from callkeeper.sip.address import TOKEN, format_params, parse_params, remember
@@ -72,13 +71,17 @@ class Via:
                     break
             else:
                 params.append((name, value))
-        return dataclass_replace(self, params=tuple(params), _text=None)
+        # new_via, not dataclasses.replace (which inspects the fields on every call): every
+        # request we send and every one we stamp gets a new Via.
+        return new_via(self.transport, self.host, self.port, tuple(params), self.protocol, None)
 
     def __str__(self) -> str:
         if self._text is not None:
             return self._text
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
-        return f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
+        text = f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
+        _set_text(self, text)  # immutable: format once
+        return text
 
 
 def via_sent_by(text: str) -> tuple[str, int | None] | None:
@@ -137,6 +140,7 @@ _VIA_SETTERS = tuple(
     Via.__dict__[name].__set__
     for name in ("transport", "host", "port", "params", "protocol", "_text")
 )
+_set_text = _VIA_SETTERS[5]
 
 
 def new_via(
