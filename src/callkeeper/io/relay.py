@@ -81,8 +81,8 @@ _LATCHED = LatchState.LATCHED
 _PLAIN_RTP_FIRST_OCTET = 0x80  # version 2, no padding, no extension, no CSRCs
 _SOCKET_BUFFER = 1 << 20
 _MAX_DATAGRAM = 65535  # what one read takes: any UDP datagram, whole
-_BATCH = 512  # ready sockets served per look at the epoll
-_ROUNDS = 16  # looks per wake-up at most, then other callbacks of the loop get their turn
+# Datagrams served per wake-up at most (a few ms), then the loop's other callbacks (SIP) run.
+_BUDGET = 256
 
 # Drop reasons the relay adds to the latch's (metric label values).
 UNBRIDGED = "unbridged"  # accepted, but the side is held or connected to nothing
@@ -109,11 +109,13 @@ class _Socket:
 class _Poller:
     """Reads the relay's sockets: one `epoll` of its own, itself one reader of the event loop.
 
-    When any socket is readable the loop runs `_readable` once, which takes one datagram from
-    every socket that is ready (level-triggered: a socket with more queued is reported again)
-    and hands it to the relay. Under load one wake-up serves hundreds of datagrams: the loop's
-    per-datagram costs (a callback, a second `recvmsg` that finds the socket empty, the address
-    objects of a datagram transport) are paid once per batch or not at all.
+    When any socket is readable the loop runs `_readable`, which takes one datagram from every
+    ready socket (level-triggered: a socket with more queued is ready again at the next look)
+    and hands it to the relay, then looks again for what arrived meanwhile, until a look finds
+    nothing or `_BUDGET` datagrams were served. Under load a wake-up serves many datagrams: the
+    loop's per-datagram costs (a callback, a second `recvmsg` that finds the socket empty, the
+    address objects of a datagram transport) and the sleep and wake-up between datagrams are
+    paid once per batch, not once per datagram.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[], None]) -> None:
@@ -142,14 +144,17 @@ class _Poller:
     def _readable(self) -> None:
         # What arrived while a batch was being served is served straight away: a look at the
         # epoll costs less than going back to the loop and being woken for it.
-        for _ in range(_ROUNDS):
-            if not self._serve():
+        budget = _BUDGET
+        while budget > 0:
+            served = self._serve(budget)
+            if not served:
                 return
+            budget -= served
 
-    def _serve(self) -> int:
-        """One datagram from every ready socket to the relay; how many sockets were ready."""
+    def _serve(self, most: int) -> int:
+        """One datagram from every ready socket (`most` of them) to the relay; how many."""
         sockets = self._sockets
-        ready = self._poll(0, _BATCH)
+        ready = self._poll(0, most)
         for fd, _ in ready:
             endpoint = sockets.get(fd)
             if endpoint is None:
