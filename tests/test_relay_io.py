@@ -225,6 +225,21 @@ async def test_media_is_forwarded_both_ways_from_the_relay_ports(rig: Rig) -> No
     assert not rig.relay.dropped
 
 
+async def test_a_burst_queued_on_both_sides_is_forwarded_whole_and_in_order(rig: Rig) -> None:
+    """Many datagrams waiting on one socket when the relay wakes (a busy loop): every one is
+    read in turn, none is left behind until the next packet happens to arrive."""
+    phone_a, phone_b, port_a, port_b = await call(rig)
+    sent_a, sent_b = frames(200, 0x10), frames(200, 0x80)
+    for payload_a, payload_b in zip(sent_a, sent_b, strict=True):
+        phone_a.talk(port_a, payload_a)
+        phone_b.talk(port_b, payload_b)
+    await eventually(lambda: len(phone_a.rtp.received) == 200 and len(phone_b.rtp.received) == 200)
+    assert [p.payload for p in phone_b.heard()] == sent_a
+    assert [p.payload for p in phone_a.heard()] == sent_b
+    assert rig.relay.packets_in == 400 and rig.relay.packets_out == 400
+    assert not rig.relay.dropped
+
+
 async def test_forwarding_latency_on_loopback(rig: Rig) -> None:
     phone_a, phone_b, port_a, _ = await call(rig)
     sent: list[float] = []

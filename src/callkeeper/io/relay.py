@@ -16,11 +16,15 @@ the port above, and keeps:
   greeting has played; when it ends, `on_recorded` is told (the server stores the message).
 
 The sans-IO pieces (`callkeeper.media`) do the judging and numbering; this module owns only the
-sockets, the clock and the timers. Packets take a fast path when they are what a phone sends
-(first octet 0x80: version 2, no padding, extension or CSRCs) from the latched source: the
-12-octet header is read with one `struct` call and rewritten in one copy of the datagram,
-without building an `RtpPacket`. Everything else goes through `RtpLatch.receive`, which parses
-fully and says why a datagram is dropped; drops are counted by reason for `/metrics`.
+sockets, the clock and the timers. The sockets are plain non-blocking ones in an `epoll` of the
+relay's own, itself one reader of the event loop: each time the loop finds it readable, one
+datagram is taken from every ready socket (`recvfrom`) and forwarded with `sendto`, with no
+asyncio transport or protocol callback per datagram. Packets take a fast path when they are
+what a phone sends (first octet 0x80: version 2, no padding, extension or CSRCs) from the
+latched source: the 12-octet header is read with one `struct` call and rewritten in one copy of
+the datagram, without building an `RtpPacket`. Everything else goes through `RtpLatch.receive`,
+which parses fully and says why a datagram is dropped; drops are counted by reason for
+`/metrics`.
 
 We write the relay ourselves (the design's "embedded default"; rtpengine is the backend for
 scale): no maintained asyncio RTP relay exists, and aiortc's RTP lives inside its WebRTC stack.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import select
 import socket
 import struct
 import time
@@ -64,7 +69,6 @@ from callkeeper.media.rtp import parse as parse_rtp
 log = structlog.get_logger(__name__)
 
 Address = tuple[str, int]
-DatagramHandler = Callable[[bytes, Address], None]
 RecordedHandler = Callable[[Record, Recording, bool], None]
 """Told of a finished voicemail recording: the command, what was recorded, and whether it
 stopped by itself (silence, maximum length) rather than because its side closed."""
@@ -76,6 +80,9 @@ _pack_header = struct.Struct("!BHII").pack_into
 _LATCHED = LatchState.LATCHED
 _PLAIN_RTP_FIRST_OCTET = 0x80  # version 2, no padding, no extension, no CSRCs
 _SOCKET_BUFFER = 1 << 20
+_MAX_DATAGRAM = 65535  # what one read takes: any UDP datagram, whole
+# Datagrams served per wake-up at most (a few ms), then the loop's other callbacks (SIP) run.
+_BUDGET = 256
 
 # Drop reasons the relay adds to the latch's (metric label values).
 UNBRIDGED = "unbridged"  # accepted, but the side is held or connected to nothing
@@ -83,63 +90,86 @@ STALE = "stale"  # a late packet of a source the receiving side was switched awa
 SEND_ERROR = "send-error"
 
 
-class _Socket(asyncio.DatagramProtocol):
-    """One bound UDP socket (a side's RTP or RTCP port) as an asyncio datagram endpoint.
+class _Socket:
+    """One bound, non-blocking UDP socket (a side's RTP or RTCP port), read by `_Poller`."""
 
-    The socket is bound synchronously when the side opens (so a port that cannot be bound is
-    known at once); the asyncio transport is attached a moment later, and until then sends go
-    straight to the non-blocking socket.
-    """
-
-    __slots__ = ("_on_datagram", "_relay", "attaching", "closed", "sock", "transport")
+    __slots__ = ("on_datagram", "recvfrom", "sendto", "side", "sock")
 
     def __init__(
-        self, sock: socket.socket, relay: MediaRelay, on_datagram: DatagramHandler
+        self, sock: socket.socket, side: _Side, on_datagram: Callable[[_Side, bytes, Address], None]
     ) -> None:
         self.sock = sock
-        self._relay = relay
-        self._on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-        self.attaching = False
-        self.closed = False
+        self.side = side
+        self.on_datagram = on_datagram  # the relay's receive_rtp or receive_rtcp
+        # bound once: the per-packet paths call them without an attribute lookup on the socket
+        self.recvfrom = sock.recvfrom
+        self.sendto = sock.sendto
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but behaves as one.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        if self.closed:  # the side closed while the transport was being attached
-            transport.close()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if len(addr) != 2:  # IPv6: (host, port, flowinfo, scope id)
-            addr = (addr[0], addr[1])
-        self._on_datagram(data, addr)  # type: ignore[arg-type]
+class _Poller:
+    """Reads the relay's sockets: one `epoll` of its own, itself one reader of the event loop.
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a phone that went away: nothing to do, count it.
-        self._relay.dropped[SEND_ERROR] += 1
+    When any socket is readable the loop runs `_readable`, which takes one datagram from every
+    ready socket (level-triggered: a socket with more queued is ready again at the next look)
+    and hands it to the relay, then looks again for what arrived meanwhile, until a look finds
+    nothing or `_BUDGET` datagrams were served. Under load a wake-up serves many datagrams: the
+    loop's per-datagram costs (a callback, a second `recvmsg` that finds the socket empty, the
+    address objects of a datagram transport) and the sleep and wake-up between datagrams are
+    paid once per batch, not once per datagram.
+    """
 
-    def send(self, data: bytes | bytearray, address: Address) -> None:
-        transport = self.transport
-        if transport is not None:
-            if not transport.is_closing():
-                transport.sendto(data, address)
-            return
-        if self.closed:
-            return
-        try:
-            self.sock.sendto(data, address)
-        except OSError:
-            self._relay.dropped[SEND_ERROR] += 1
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_error = on_error
+        self._epoll = select.epoll()
+        self._poll = self._epoll.poll
+        self._sockets: dict[int, _Socket] = {}
+        loop.add_reader(self._epoll.fileno(), self._readable)
+
+    def add(self, endpoint: _Socket) -> None:
+        fd = endpoint.sock.fileno()
+        self._sockets[fd] = endpoint
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def remove(self, endpoint: _Socket) -> None:
+        fd = endpoint.sock.fileno()
+        if self._sockets.pop(fd, None) is endpoint:
+            self._epoll.unregister(fd)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-        elif not self.attaching:
-            self.sock.close()
-        # else: connection_made closes the transport (and with it the socket)
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    def _readable(self) -> None:
+        # What arrived while a batch was being served is served straight away: a look at the
+        # epoll costs less than going back to the loop and being woken for it.
+        budget = _BUDGET
+        while budget > 0:
+            served = self._serve(budget)
+            if not served:
+                return
+            budget -= served
+
+    def _serve(self, most: int) -> int:
+        """One datagram from every ready socket (`most` of them) to the relay; how many."""
+        sockets = self._sockets
+        ready = self._poll(0, most)
+        for fd, _ in ready:
+            endpoint = sockets.get(fd)
+            if endpoint is None:
+                continue  # closed by an earlier datagram of this batch
+            try:
+                data, source = endpoint.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:  # an ICMP error queued on the socket: a phone that went away
+                self._on_error()
+                continue
+            if len(source) != 2:  # IPv6: (host, port, flowinfo, scope id)
+                source = source[:2]
+            endpoint.on_datagram(endpoint.side, data, source)
+        return len(ready)
 
 
 @dataclass(eq=False)
@@ -205,7 +235,7 @@ class MediaRelay:
         self.dropped: Counter[str] = Counter()
         self._frames: dict[tuple[str, Codec], tuple[bytes, ...]] = {}
         self._silence: dict[Codec, tuple[bytes, ...]] = {}
-        self._attaching: set[asyncio.Task[None]] = set()
+        self._poller: _Poller | None = None  # made with the first socket
 
     # --- commands ---------------------------------------------------------------------------
     def __call__(self, command: object) -> None:
@@ -243,10 +273,7 @@ class MediaRelay:
                 address=f"{self.address}:{command.port}",
                 error=error.strerror or str(error),
             )
-            for sock in (side.rtp, side.rtcp):
-                if sock is not None:
-                    sock.close()
-            side.rtp = side.rtcp = None
+            self._close_sockets(side)
 
     def watch_digits(self, command: WatchDigits) -> None:
         side = self.sides.get(command.side)
@@ -366,9 +393,7 @@ class MediaRelay:
             return
         self._finish_recording(side, stopped=False)
         self._stop_player(side)
-        for sock in (side.rtp, side.rtcp):
-            if sock is not None:
-                sock.close()
+        self._close_sockets(side)
         if side.peer is not None:
             other = self.sides.get(side.peer)
             if other is not None and other.peer == side.id:
@@ -377,6 +402,9 @@ class MediaRelay:
     def close(self) -> None:
         for side_id in list(self.sides):
             self.close_side(side_id)
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     # --- prompts ----------------------------------------------------------------------------
     def preload(self, names: Iterable[str] = PROMPT_NAMES) -> None:
@@ -447,7 +475,7 @@ class MediaRelay:
                 )
                 + packet.payload
             )
-            side.rtp.send(data, destination)
+            self._send(side.rtp, data, destination)
             self.packets_out += 1
             self.packets_played += 1
         deadline = player.get_timer()
@@ -467,23 +495,29 @@ class MediaRelay:
         except OSError:
             sock.close()
             raise
-        handler = _rtcp_handler(self, side) if rtcp else _rtp_handler(self, side)
-        endpoint = _Socket(sock, self, handler)
-        task = self.loop.create_task(self._attach(endpoint))
-        self._attaching.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._attaching.discard)
+        endpoint = _Socket(sock, side, self.receive_rtcp if rtcp else self.receive_rtp)
+        if self._poller is None:
+            self._poller = _Poller(self.loop, self._send_failed)
+        self._poller.add(endpoint)
         return endpoint
 
-    async def _attach(self, endpoint: _Socket) -> None:
-        if endpoint.closed:
-            return  # the side closed before the transport came up
-        endpoint.attaching = True
+    def _close_sockets(self, side: _Side) -> None:
+        for endpoint in (side.rtp, side.rtcp):
+            if endpoint is not None:
+                if self._poller is not None:
+                    self._poller.remove(endpoint)
+                endpoint.sock.close()
+        side.rtp = side.rtcp = None
+
+    def _send(self, endpoint: _Socket, data: bytes | bytearray, address: Address) -> None:
+        """Counted out either way (as sent); a send that fails is counted as a drop too."""
         try:
-            await self.loop.create_datagram_endpoint(lambda: endpoint, sock=endpoint.sock)
-        except (OSError, ValueError) as error:
-            log.warning("media socket cannot be attached", error=str(error))
-            endpoint.sock.close()
-            endpoint.closed = True
+            endpoint.sendto(data, address)
+        except OSError:  # a full buffer, no route, an ICMP error from an earlier packet
+            self.dropped[SEND_ERROR] += 1
+
+    def _send_failed(self) -> None:
+        self.dropped[SEND_ERROR] += 1
 
     def receive_rtp(self, side: _Side, data: bytes, source: Address) -> None:
         self.packets_in += 1
@@ -551,8 +585,11 @@ class MediaRelay:
         _pack_header(
             out, 1, (second & 0x7F) | (0x80 if marker else 0), out_sequence, out_timestamp, out_ssrc
         )
-        endpoint.send(out, destination)
         self.packets_out += 1
+        try:  # `_send`, inline
+            endpoint.sendto(out, destination)
+        except OSError:
+            self.dropped[SEND_ERROR] += 1
 
     def _forward_rtcp(self, side: _Side, data: bytes) -> None:
         target = self.sides.get(side.peer) if side.peer is not None else None
@@ -563,20 +600,10 @@ class MediaRelay:
         if destination is None or target.rtcp is None:
             self.dropped[UNBRIDGED] += 1
             return
-        target.rtcp.send(data, destination)
+        self._send(target.rtcp, data, destination)
         self.packets_out += 1
 
     # --- for /metrics -----------------------------------------------------------------------
     @property
     def players(self) -> int:
         return sum(1 for side in self.sides.values() if side.player is not None)
-
-
-def _rtp_handler(relay: MediaRelay, side: _Side) -> DatagramHandler:
-    receive = relay.receive_rtp
-    return lambda data, source: receive(side, data, source)
-
-
-def _rtcp_handler(relay: MediaRelay, side: _Side) -> DatagramHandler:
-    receive = relay.receive_rtcp
-    return lambda data, source: receive(side, data, source)
