@@ -49,7 +49,7 @@ from callkeeper.calls.rtpengine_anchor import (
 from callkeeper.io.ng import Bencodable, NgClient, NgError
 from callkeeper.media.dtmf import digit_for_event
 from callkeeper.media.prompts import PROMPT_NAMES
-from callkeeper.sdp import parse_sdp
+from callkeeper.sdp import SdpError, parse_sdp
 
 log = structlog.get_logger(__name__)
 
@@ -80,8 +80,11 @@ def _placeholder_sdp() -> str:
 
 def _rtp_endpoint(sdp: object) -> tuple[str, int]:
     """rtpengine's address and port in the SDP it returned (first audio stream)."""
-    text = sdp.decode() if isinstance(sdp, bytes) else str(sdp)
-    session = parse_sdp(text.encode())
+    text = sdp.decode(errors="replace") if isinstance(sdp, bytes) else str(sdp)
+    try:
+        session = parse_sdp(text.encode())
+    except SdpError as error:
+        raise NgError(f"rtpengine returned SDP we cannot read: {error}") from None
     for media in session.media:
         host = session.address_of(media)
         if media.port and host:
@@ -172,9 +175,15 @@ class RtpengineMedia:
             "sdp": _placeholder_sdp(),
         }
         offer = await self.client.request("offer", from_tag="a", **common)
-        answer = await self.client.request("answer", from_tag="a", to_tag="b", **common)
-        address, port_b = _rtp_endpoint(offer.get("sdp"))
-        _, port_a = _rtp_endpoint(answer.get("sdp"))
+        try:
+            answer = await self.client.request("answer", from_tag="a", to_tag="b", **common)
+            address, port_b = _rtp_endpoint(offer.get("sdp"))
+            _, port_a = _rtp_endpoint(answer.get("sdp"))
+        except NgError:
+            self._spawn(
+                self._delete(call_id)
+            )  # half set up: do not leave it to rtpengine's timeout
+            raise
         return Slot(call_id, address, (port_a, port_b), self.loop.time())
 
     # --- commands ---------------------------------------------------------------------------
