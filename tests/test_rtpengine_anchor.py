@@ -138,14 +138,21 @@ def test_keys_reported_by_slot_and_tag_name_the_leg_on_that_side() -> None:
     assert anchor.leg_on("slot-1", "a") is None
 
 
-def test_no_ready_slot_passes_the_sdp_through_and_counts_it() -> None:
+def test_a_call_that_finds_no_slot_stays_unanchored_and_is_counted_once() -> None:
     anchor = RtpengineAnchor()
     call, a = a_call()
+    b = leg("B")
     offer = sdp(30000)
-    assert anchor.rewrite(call, a, leg("B"), offer) == offer
-    assert anchor.exhausted == 1 and commands(anchor) == []
+    assert anchor.rewrite(call, a, b, offer) == offer
+    anchor.add_slots([slot(1)])  # the pool refills before the callee answers
+    answer = sdp(31000)
+    assert anchor.rewrite(call, b, a, answer) == answer  # still direct: both ways or neither
+    assert anchor.exhausted == 1 and commands(anchor) == [] and anchor.free_slots == 1
     assert not anchor.has_side(a) and not anchor.play(a, ("goodbye",), None)
-    assert anchor.rewrite(call, a, leg("B"), b"not sdp") == b"not sdp"
+    assert anchor.rewrite(call, a, b, b"not sdp") == b"not sdp"
+    anchor.release_call(call.id)
+    next_call, next_a = a_call()  # the same id again (a new call) takes the slot
+    assert anchor.rewrite(next_call, next_a, b, offer) != offer
 
 
 def test_releasing_the_call_deletes_its_slot_once() -> None:

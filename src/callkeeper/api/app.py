@@ -194,7 +194,7 @@ class RtpengineCollector(Collector):
         )
         yield CounterMetricFamily(
             "callkeeper_media_unanchored",
-            "Calls whose media went direct because no rtpengine slot was ready",
+            "Calls whose media went phone to phone because no rtpengine slot was ready",
             value=rtpengine.anchor.exhausted,
         )
 

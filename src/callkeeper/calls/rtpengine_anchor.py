@@ -116,7 +116,8 @@ class RtpengineAnchor:
         self._leg_calls: dict[str, str] = {}  # leg id → call id
         self._slot_calls: dict[str, str] = {}  # slot id → call id
         self._commands: deque[RtpengineCommand | MediaCommand] = deque()
-        self.exhausted = 0  # SDP passed through unanchored: no slot was ready
+        self._unanchored: set[str] = set()  # calls that found no slot: they stay direct
+        self.exhausted = 0  # calls whose media went direct: no slot was ready
 
     # --- slots from the io layer -------------------------------------------------------------
     def add_slots(self, slots: list[Slot]) -> None:
@@ -156,7 +157,6 @@ class RtpengineAnchor:
             return body
         media = self._media(call)
         if media is None:
-            self.exhausted += 1
             return body
         from_side = self._side(media, call, from_leg, partner=to_leg)
         self._negotiate(media, from_side, body)
@@ -238,6 +238,7 @@ class RtpengineAnchor:
             media.sides.pop(leg.id, None)
 
     def release_call(self, call_id: str) -> None:
+        self._unanchored.discard(call_id)
         media = self._calls.pop(call_id, None)
         if media is None:
             return
@@ -252,10 +253,16 @@ class RtpengineAnchor:
 
     # --- helpers -------------------------------------------------------------------------------
     def _media(self, call: Call) -> _CallMedia | None:
+        """The call's slot, taken from the pool at its first SDP. A call that found the pool
+        empty stays unanchored for good: half of its SDP naming rtpengine would be worse."""
         media = self._calls.get(call.id)
-        if media is None and self._free:
-            media = self._calls[call.id] = _CallMedia(self._free.popleft())
-            self._slot_calls[media.slot.id] = call.id
+        if media is None and call.id not in self._unanchored:
+            if self._free:
+                media = self._calls[call.id] = _CallMedia(self._free.popleft())
+                self._slot_calls[media.slot.id] = call.id
+            else:
+                self._unanchored.add(call.id)
+                self.exhausted += 1
         return media
 
     def _side(self, media: _CallMedia, call: Call, leg: Leg, partner: Leg) -> int:
