@@ -21,9 +21,10 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ import pytest
 from callkeeper.io.prompts import load_prompt_samples
 from support.audio import Recording, active_duration, dominant_frequency, read_wav
 from support.baresip import Baresip, baresip_binary
+from support.ports import udp_port_free
 from support.server import ServerProcess, wait_until
 from test_recovery_baresip import (
     EventStream,
@@ -59,21 +61,12 @@ CORRELATION_THRESHOLD = 0.5
 MAX_GAP = 1.0
 
 
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_rtp_range(size: int = RELAY_PORTS) -> tuple[int, int]:
     """`media.rtp_ports` for one server: `size` ports from an even base in 30000-32000 (below
     the ephemeral range and the phones' port area), all free right now."""
     for _ in range(200):
         base = random.randrange(30000, 32000 - size, 2)
-        if all(_udp_free(port) for port in range(base, base + size)):
+        if all(udp_port_free(port) for port in range(base, base + size)):
             return base, base + size
     raise RuntimeError("no free RTP port range")
 
@@ -105,7 +98,7 @@ def server(tmp_path: Path) -> Iterator[RelayServer]:
         yield process
 
 
-def phone(tmp_path: Path, server: RelayServer, name: str, user: str) -> Baresip:
+def phone(tmp_path: Path, server: ServerProcess, name: str, user: str) -> Baresip:
     return Baresip(
         tmp_path / name, user, server.sip_port, PASSWORDS[user], tone_hz=TONES[name], regint=600
     )
@@ -232,6 +225,29 @@ def _crash_and_return(
     bob: Baresip,
     alice: Baresip,
 ) -> None:
+    during_hold: dict[str, float] = {}
+    down_at, resumed = crash_and_return(
+        server, events, bob, alice, while_held=lambda: during_hold.update(relay_counters(server))
+    )
+    assert_bob_was_not_reinvited(bob)
+    # the relay held him without touching his phone: a player, announcement then music
+    assert during_hold["callkeeper_media_players"] == 1, during_hold
+    assert during_hold["callkeeper_media_played_packets_total"] >= 50 * (HOLD - 1)
+    assert_announcement_then(bob, TONES["alice2"])
+    if sniffer is not None:
+        _check_wire(sniffer, bob, down_at, resumed["at"])
+
+
+def crash_and_return(
+    server: ServerProcess,
+    events: EventStream,
+    bob: Baresip,
+    alice: Baresip,
+    while_held: Callable[[], None] = lambda: None,
+) -> tuple[float, dict[str, Any]]:
+    """bob calls alice; alice's baresip is SIGKILLed, stays dead for `HOLD` s after the DOWN
+    (`while_held` runs then), restarts with the `alice2` tone and gets the call back; bob
+    hangs up after `TALK` s. The DOWN's time and the `call.resumed` event."""
     assert bob.ctl is not None
     (_, alice_endpoint) = wait_registered(server, bob, alice)
     establish(server, bob, alice)
@@ -241,11 +257,11 @@ def _crash_and_return(
     alice.kill()
     wait_until(lambda: call_state(server) == "holding", MISSES * IN_CALL + 5, what="holding")
     held = events.wait("call.held")
-    down_at = held["at"]
+    down_at = float(held["at"])
     print(f"kill -9 → DOWN (call held) in {down_at - killed_at:.2f} s")
     time.sleep(HOLD)
     assert call_state(server) == "holding"
-    during_hold = relay_counters(server)
+    while_held()
 
     alice.tone_hz = TONES["alice2"]
     alice.start(keep_log=True)
@@ -257,16 +273,20 @@ def _crash_and_return(
     bob.ctl.hangup()
     bob.ctl.wait_event("CALL_CLOSED", 5)
     wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    return down_at, resumed
 
-    # bob was never re-INVITEd: the relay held him without touching his phone
-    # (bob dialled, so any INVITE he received would be a re-INVITE of his call)
+
+def assert_bob_was_not_reinvited(bob: Baresip) -> None:
+    # bob dialled, so any INVITE he received would be a re-INVITE of his call
     received = sip_lines_to(bob)
     assert any(line.startswith("OPTIONS") for line in received), received  # the trace is read
     reinvites = [line for line in received if line.startswith("INVITE")]
     assert reinvites == [], reinvites
-    assert during_hold["callkeeper_media_players"] == 1, during_hold
-    assert during_hold["callkeeper_media_played_packets_total"] >= 50 * (HOLD - 1)
 
+
+def assert_announcement_then(bob: Baresip, returned_hz: float) -> None:
+    """bob's one recording: alice's tone, the `reconnecting` announcement (normalised
+    cross-correlation against the shipped prompt), then the returned phone's tone."""
     (dump,) = bob.wav_files("dec")  # one recording: the call never stopped for bob
     recording = read_wav(dump)
     assert recording.rate == 8000, recording.rate
@@ -286,12 +306,9 @@ def _crash_and_return(
     assert_tone(dominant_frequency(before), TONES["alice"], "bob before the crash")
     after_start = offset + len(prompt) + 8000  # past the announcement and a second of music
     after = Recording(8000, recording.samples[after_start:])
-    assert_tone(dominant_frequency(after), TONES["alice2"], "bob after the resume")
+    assert_tone(dominant_frequency(after), returned_hz, "bob after the resume")
     loud_after = active_duration(Recording(8000, recording.samples[offset + len(prompt) :]))
     print(f"bob heard {loud_after:.2f} s of sound after the announcement (music, then alice)")
-
-    if sniffer is not None:
-        _check_wire(sniffer, bob, down_at, resumed["at"])
 
 
 def best_correlation(recording: np.ndarray, template: np.ndarray) -> tuple[float, int]:

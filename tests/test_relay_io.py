@@ -40,25 +40,17 @@ from callkeeper.media.dtmf import telephone_event_packets
 from callkeeper.media.g711 import Codec
 from callkeeper.media.player import SAMPLES_PER_FRAME, encode_frames
 from callkeeper.media.rtp import RtpPacket, parse
+from support.ports import udp_port_free
 
 HOST = "127.0.0.1"
 _handed_out: set[int] = set()
-
-
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def free_pair(low: int = 30000, high: int = 32000) -> int:
     """An even port that is free, with the odd one above it, below the ephemeral range."""
     for _ in range(500):
         port = random.randrange(low, high, 2)
-        if port in _handed_out or not (_udp_free(port) and _udp_free(port + 1)):
+        if port in _handed_out or not (udp_port_free(port) and udp_port_free(port + 1)):
             continue
         _handed_out.add(port)
         return port
@@ -470,7 +462,7 @@ async def test_a_port_that_cannot_be_bound_is_counted_not_fatal(rig: Rig) -> Non
     await asyncio.sleep(0.05)
     assert not phone.rtp.received
     rig.relay(CloseSide("x"))
-    assert _udp_free(port)  # the RTP socket bound before the failure was released
+    assert udp_port_free(port)  # the RTP socket bound before the failure was released
 
 
 async def test_close_side_releases_its_ports_and_forgets_it(rig: Rig) -> None:
@@ -480,13 +472,15 @@ async def test_close_side_releases_its_ports_and_forgets_it(rig: Rig) -> None:
     rig.relay(CloseSide("b"))
     rig.relay(CloseSide("b"))  # twice: harmless
     assert rig.relay.players == 0 and list(rig.relay.sides) == ["a"]
-    await eventually(lambda: _udp_free(port_b) and _udp_free(port_b + 1), what="ports released")
+    await eventually(
+        lambda: udp_port_free(port_b) and udp_port_free(port_b + 1), what="ports released"
+    )
     phone_a.talk(port_a, b"\x01" * 160)  # connected to nothing now
     await eventually(lambda: rig.relay.dropped["unbridged"] == 1)
     rig.relay(object())  # not a media command: someone else's
     rig.relay.close()
     assert not rig.relay.sides
-    await eventually(lambda: _udp_free(port_a), what="all ports released")
+    await eventually(lambda: udp_port_free(port_a), what="all ports released")
 
 
 # --- the server wires it in ------------------------------------------------------------------------
@@ -505,10 +499,10 @@ async def test_serve_runs_the_relay_in_relay_mode() -> None:
     try:
         assert running.relay is not None and running.relay in running.driver.extra_sinks
         running.relay(OpenSide("leg", base))
-        assert not _udp_free(base)
+        assert not udp_port_free(base)
     finally:
         await running.close()
-    assert not running.relay.sides and _udp_free(base)
+    assert not running.relay.sides and udp_port_free(base)
 
 
 # --- voicemail: the relay records a side -----------------------------------------------------------

@@ -17,39 +17,37 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from callkeeper.io.prompts import load_prompt_samples
-from support.audio import Recording, active_duration, dominant_frequency, read_wav
+from support.audio import active_duration, dominant_frequency, read_wav
 from support.baresip import Baresip, baresip_binary
 from support.rtpengine import Rtpengine
 from support.server import ServerProcess, wait_until
 from test_recovery_baresip import (
     EventStream,
-    alice_leg,
     assert_tone,
     call_state,
     dump_logs,
-    establish,
     move_call,
-    the_call,
     wait_registered,
 )
 from test_recovery_baresip import phone as recovery_phone
-from test_relay_baresip import best_correlation, sdp_received, sip_lines_to
+from test_relay_baresip import (
+    FLOW_TIMER,
+    GRACE,
+    IN_CALL,
+    MISSES,
+    PASSWORDS,
+    TALK,
+    TONES,
+    assert_announcement_then,
+    assert_bob_was_not_reinvited,
+    crash_and_return,
+    phone,
+    sdp_received,
+)
 
 pytestmark = pytest.mark.peers
-
-PASSWORDS = {"alice": "alice-pw-7", "bob": "bob-pw-9"}
-TONES = {"bob": 1000, "alice": 440, "alice2": 660}
-TALK = 3.0
-FLOW_TIMER = 2
-IN_CALL = 1.0
-MISSES = 2
-GRACE = 15.0
-HOLD = 7.5  # alice stays dead this long after the DOWN: the whole 6.5 s announcement plays
-CORRELATION_THRESHOLD = 0.5
 
 
 @dataclass
@@ -75,12 +73,6 @@ def server(tmp_path: Path) -> Iterator[MediaServer]:
         )
         with process:
             yield process
-
-
-def phone(tmp_path: Path, server: MediaServer, name: str, user: str) -> Baresip:
-    return Baresip(
-        tmp_path / name, user, server.sip_port, PASSWORDS[user], tone_hz=TONES[name], regint=600
-    )
 
 
 def assert_sdp_names_rtpengine(p: Baresip, server: MediaServer, other: Baresip) -> None:
@@ -175,53 +167,10 @@ def test_rtpengine_holds_the_survivor_with_the_announcement(
 def _crash_and_return(
     server: MediaServer, events: EventStream, bob: Baresip, alice: Baresip
 ) -> None:
-    assert bob.ctl is not None
-    (_, alice_endpoint) = wait_registered(server, bob, alice)
-    establish(server, bob, alice)
-    time.sleep(2.0)
-
-    killed_at = time.time()
-    alice.kill()
-    wait_until(lambda: call_state(server) == "holding", MISSES * IN_CALL + 5, what="holding")
-    held = events.wait("call.held")
-    print(f"kill -9 → DOWN (call held) in {held['at'] - killed_at:.2f} s")
-    time.sleep(HOLD)
-    assert call_state(server) == "holding"
-
-    alice.tone_hz = TONES["alice2"]
-    alice.start(keep_log=True)
-    resumed = events.wait("call.resumed", timeout=10)
-    assert resumed["outcome"] == "resumed", resumed
-    assert alice_leg(the_call(server))["endpoint"] == alice_endpoint["id"]
-    time.sleep(TALK)
-    assert not any(e.get("type") == "CALL_CLOSED" for e in bob.ctl.history + bob.ctl.pending)
-    bob.ctl.hangup()
-    bob.ctl.wait_event("CALL_CLOSED", 5)
-    wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    crash_and_return(server, events, bob, alice)
     assert server.metrics()["callkeeper_media_rtpengine_failures_total"] == 0
-
-    # bob dialled, so any INVITE he received would be a re-INVITE of his call: none
-    received = sip_lines_to(bob)
-    assert any(line.startswith("OPTIONS") for line in received), received  # the trace is read
-    assert [line for line in received if line.startswith("INVITE")] == [], received
-
-    (dump,) = bob.wav_files("dec")  # one recording: the call never stopped for bob
-    recording = read_wav(dump)
-    samples = np.frombuffer(recording.samples.tobytes(), dtype=np.int16).astype(np.float64)
-    prompt = load_prompt_samples("reconnecting").astype(np.float64)
-    score, offset = best_correlation(samples, prompt)
-    print(
-        f"bob's recording: {recording.duration:.2f} s; announcement found at "
-        f"{offset / 8000:.2f} s, normalised cross-correlation {score:.4f}"
-    )
-    assert score >= CORRELATION_THRESHOLD, score
-    control, _ = best_correlation(samples[: max(0, offset - 1600)], prompt[:8000])
-    print(f"control: the prompt's first second against the pre-crash audio: {control:.3f}")
-    assert control < 0.3, control
-    before = Recording(8000, recording.samples[: max(0, offset - 1600)])
-    assert_tone(dominant_frequency(before), TONES["alice"], "bob before the crash")
-    after = Recording(8000, recording.samples[-int(8000 * (TALK - 0.5)) :])
-    assert_tone(dominant_frequency(after), TONES["alice2"], "bob after the resume")
+    assert_bob_was_not_reinvited(bob)  # rtpengine held him: his phone was not touched
+    assert_announcement_then(bob, TONES["alice2"])
 
 
 # --- 3. the feature code through rtpengine ---------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from callkeeper.io.ng import bdecode, bencode
-from support.ports import free_port
+from support.ports import free_port, udp_port_free
 
 PORT_SPAN = 600  # callkeeper keeps 64 slots of 2 port pairs ready; the rest for the calls
 
@@ -35,18 +35,9 @@ def _free_range(span: int) -> tuple[int, int]:
     (rtpengine skips the few a neighbour holds; they are in the ephemeral range)."""
     for _ in range(100):
         low = random.randrange(33000, 60000 - span, 2)
-        if sum(_udp_free(port) for port in range(low, low + span)) >= 0.9 * span:
+        if sum(udp_port_free(port) for port in range(low, low + span)) >= 0.9 * span:
             return low, low + span - 1
     raise RuntimeError("no free port range for rtpengine")
-
-
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
