@@ -152,36 +152,17 @@ def test_a_call_through_the_relay_carries_both_tones(server: RelayServer, tmp_pa
 
 def _talk(server: RelayServer, bob: Baresip, alice: Baresip) -> None:
     assert bob.ctl is not None and alice.ctl is not None
-    wait_registered(server, bob, alice)
-    bob.ctl.dial(f"sip:alice@127.0.0.1:{server.sip_port}")
-    bob.ctl.wait_event("CALL_ESTABLISHED", 10)
-    alice.ctl.wait_event("CALL_ESTABLISHED", 10)
-    established = time.monotonic()
-    wait_until(lambda: call_state(server) == "active", 5, what="the call active in the API")
-    bob.ctl.wait_event("CALL_RTPESTAB", 5)
-    alice.ctl.wait_event("CALL_RTPESTAB", 5)
-    assert relay_counters(server)["callkeeper_media_sides"] == 2
-    time.sleep(TALK)
-    during = relay_counters(server)
-    bob.ctl.hangup()
-    bob.ctl.wait_event("CALL_CLOSED", 5)
-    alice.ctl.wait_event("CALL_CLOSED", 5)
-    call_seconds = time.monotonic() - established
-    wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    checks: dict[str, dict[str, float]] = {}
 
+    def while_talking() -> None:
+        checks["during"] = relay_counters(server)
+
+    call_seconds = talk(server, bob, alice, while_talking)
+    assert checks["during"]["callkeeper_media_sides"] == 2
     assert_sdp_names_the_relay(bob, server, alice)
     assert_sdp_names_the_relay(alice, server, bob)
-    for listener, speaker in ((bob, "alice"), (alice, "bob")):
-        (dump,) = listener.wav_files("dec")
-        recording = read_wav(dump)
-        frequency = dominant_frequency(recording)
-        loud = active_duration(recording)
-        print(
-            f"{listener.name} heard {frequency:.1f} Hz for {loud:.2f} s "
-            f"({recording.rate} Hz file of {recording.duration:.2f} s), call {call_seconds:.2f} s"
-        )
-        assert_tone(frequency, TONES[speaker], f"{listener.name} heard")
-        assert abs(loud - call_seconds) <= 0.05 * call_seconds, (loud, call_seconds)
+    assert_heard_each_other(bob, alice, call_seconds)
+    during = checks["during"]
 
     counters = relay_counters(server)
     print("relay counters:", counters)
@@ -194,6 +175,45 @@ def _talk(server: RelayServer, bob: Baresip, alice: Baresip) -> None:
     assert dropped <= 0.02 * received, counters
     assert counters["callkeeper_media_sides"] == 0 and counters["callkeeper_media_players"] == 0
     assert counters["callkeeper_media_bind_failures_total"] == 0
+
+
+def talk(
+    server: ServerProcess, bob: Baresip, alice: Baresip, while_talking: Callable[[], None]
+) -> float:
+    """bob calls alice, they talk `TALK` s (`while_talking` runs then), bob hangs up; how long
+    the call lasted from its establishment."""
+    assert bob.ctl is not None and alice.ctl is not None
+    wait_registered(server, bob, alice)
+    bob.ctl.dial(f"sip:alice@127.0.0.1:{server.sip_port}")
+    bob.ctl.wait_event("CALL_ESTABLISHED", 10)
+    alice.ctl.wait_event("CALL_ESTABLISHED", 10)
+    established = time.monotonic()
+    wait_until(lambda: call_state(server) == "active", 5, what="the call active in the API")
+    bob.ctl.wait_event("CALL_RTPESTAB", 5)
+    alice.ctl.wait_event("CALL_RTPESTAB", 5)
+    time.sleep(TALK)
+    while_talking()
+    bob.ctl.hangup()
+    bob.ctl.wait_event("CALL_CLOSED", 5)
+    alice.ctl.wait_event("CALL_CLOSED", 5)
+    call_seconds = time.monotonic() - established
+    wait_until(lambda: server.get_json("/api/v1/calls") == [], 5, what="the call to end")
+    return call_seconds
+
+
+def assert_heard_each_other(bob: Baresip, alice: Baresip, call_seconds: float) -> None:
+    """Each phone's recording holds the other's tone for the call's length (within 5 %)."""
+    for listener, speaker in ((bob, "alice"), (alice, "bob")):
+        (dump,) = listener.wav_files("dec")
+        recording = read_wav(dump)
+        frequency = dominant_frequency(recording)
+        loud = active_duration(recording)
+        print(
+            f"{listener.name} heard {frequency:.1f} Hz for {loud:.2f} s "
+            f"({recording.rate} Hz file of {recording.duration:.2f} s), call {call_seconds:.2f} s"
+        )
+        assert_tone(frequency, TONES[speaker], f"{listener.name} heard")
+        assert abs(loud - call_seconds) <= 0.05 * call_seconds, (loud, call_seconds)
 
 
 # --- 2. recovery through the relay ---------------------------------------------------------------
