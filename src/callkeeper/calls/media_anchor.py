@@ -227,18 +227,7 @@ class MediaAnchor:
         payload_type = playable_payload_type(leg.remote_sdp)
         if leg.id not in self._sides or payload_type is None:
             return False
-        max_seconds, silence_seconds = limits
-        record = Record(
-            side=leg.id,
-            user=user,
-            caller=caller,
-            call_id=call.id,
-            greeting="voicemail_greeting",
-            payload_type=payload_type,
-            max_seconds=max_seconds,
-            silence_seconds=silence_seconds,
-        )
-        self._commands.append(record)
+        self._commands.append(voicemail_record(leg.id, call, user, caller, payload_type, limits))
         return True
 
     def release_leg(self, leg: Leg) -> None:
@@ -256,6 +245,29 @@ class MediaAnchor:
             if port is not None:
                 self.ports.release(port)
                 self._commands.append(CloseSide(leg_id))
+
+
+def voicemail_record(
+    side: str,
+    call: Call,
+    user: str,
+    caller: str | None,
+    payload_type: int,
+    limits: tuple[float, float],
+) -> Record:
+    """The relay's voicemail command for a side: greet, then record within `limits`
+    (maximum length, silence that ends the message)."""
+    max_seconds, silence_seconds = limits
+    return Record(
+        side=side,
+        user=user,
+        caller=caller,
+        call_id=call.id,
+        greeting="voicemail_greeting",
+        payload_type=payload_type,
+        max_seconds=max_seconds,
+        silence_seconds=silence_seconds,
+    )
 
 
 def telephone_event_types(session: SessionDescription) -> tuple[int, ...]:

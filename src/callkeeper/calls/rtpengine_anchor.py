@@ -34,9 +34,9 @@ from callkeeper.calls.media_anchor import (
     MediaCommand,
     OpenSide,
     PortPool,
-    Record,
     SetPeer,
     playable_payload_type,
+    voicemail_record,
 )
 from callkeeper.calls.model import Call, Leg
 from callkeeper.calls.sdp_offers import parse_or_none
@@ -216,19 +216,7 @@ class RtpengineAnchor:
         self._commands.append(OpenSide(mailbox, port))
         self._commands.append(SetPeer(mailbox, (slot.address, slot.ports[other]), False))
         self._negotiate(media, other, _relay_sdp(recorder.address, port, payload_type))
-        max_seconds, silence_seconds = limits
-        self._commands.append(
-            Record(
-                side=mailbox,
-                user=user,
-                caller=caller,
-                call_id=call.id,
-                greeting="voicemail_greeting",
-                payload_type=payload_type,
-                max_seconds=max_seconds,
-                silence_seconds=silence_seconds,
-            )
-        )
+        self._commands.append(voicemail_record(mailbox, call, user, caller, payload_type, limits))
         return True
 
     def release_leg(self, leg: Leg) -> None:
