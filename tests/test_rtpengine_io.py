@@ -115,7 +115,8 @@ def test_the_backend_keeps_a_pool_of_slots_and_deletes_a_finished_call(tmp_path:
 
 def test_keys_rtpengine_reports_reach_the_core_as_the_sending_leg(tmp_path: Path) -> None:
     """rtpengine (`--dtmf-log-dest`) sees alice's RFC 4733 event on its way to bob and reports
-    it; `DtmfLog` names alice's leg. Junk on the log socket is dropped and counted."""
+    it; `DtmfLog` names alice's leg. Junk on the log socket, and a report from another host,
+    are dropped and counted."""
     log_port = free_port()
     options = (f"--dtmf-log-dest=127.0.0.1:{log_port}",)
     with Rtpengine(tmp_path, options=options) as rtpengine:
@@ -132,7 +133,7 @@ def test_keys_rtpengine_reports_reach_the_core_as_the_sending_leg(tmp_path: Path
                 keys.append((leg, key))
                 got_key.set()
 
-            dtmf = await DtmfLog.listen(("127.0.0.1", log_port), anchor, on_key)
+            dtmf = await DtmfLog.listen(("127.0.0.1", log_port), anchor, on_key, "127.0.0.1")
             alice, bob = _phone(), _phone()
             try:
                 await media.start()
@@ -144,19 +145,25 @@ def test_keys_rtpengine_reports_reach_the_core_as_the_sending_leg(tmp_path: Path
                 call = Call(id="call-1", a=a, created=0.0, callee="bob")
                 anchor.rewrite(call, a, b, _sdp(alice.getsockname()[1], events=True))
                 to_alice = anchor.rewrite(call, b, a, _sdp(bob.getsockname()[1], events=True))
+                slot_id = ""
                 while (command := anchor.next_command()) is not None:
+                    slot_id = getattr(command, "slot", slot_id)
                     media(command)
                 await media.drained()  # both sides negotiated
                 relay_port = parse_sdp(to_alice).media[0].port
                 for packet in _keypress(event=5):
                     alice.sendto(packet, ("127.0.0.1", relay_port))
                     await asyncio.sleep(0.02)
-                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sender.sendto(b"{not json", ("127.0.0.1", log_port))
-                sender.close()
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                    sender.sendto(b"{not json", ("127.0.0.1", log_port))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                    # a well-formed report of a key, but not from rtpengine's host
+                    stranger.bind(("127.0.0.2", 0))
+                    forged = b'{"callid": "%s", "source_tag": "a", "event": 9}' % slot_id.encode()
+                    stranger.sendto(forged, ("127.0.0.1", log_port))
                 await asyncio.wait_for(got_key.wait(), 5)
                 deadline = loop.time() + 2
-                while dtmf.dropped == 0 and loop.time() < deadline:
+                while dtmf.dropped < 2 and loop.time() < deadline:
                     await asyncio.sleep(0.01)
                 return keys, dtmf.dropped
             finally:
@@ -166,8 +173,8 @@ def test_keys_rtpengine_reports_reach_the_core_as_the_sending_leg(tmp_path: Path
                 bob.close()
 
         keys, dropped = asyncio.run(run())
-    assert keys == [("A", "5")]
-    assert dropped == 1
+    assert keys == [("A", "5")]  # not the forged 9
+    assert dropped == 2
 
 
 def _phone() -> socket.socket:

@@ -295,22 +295,30 @@ class RtpengineMedia:
 class DtmfLog(asyncio.DatagramProtocol):
     """rtpengine's DTMF log (`--dtmf-log-dest`): each key, with the leg that sent it, to `on_key`.
 
-    A datagram that is not rtpengine's JSON, or names a slot or side no call holds, is dropped
-    and counted."""
+    Only rtpengine's host may report (a key is a command: the feature code moves calls); a
+    datagram from elsewhere, one that is not rtpengine's JSON, or one naming a slot or side no
+    call holds is dropped and counted."""
 
-    def __init__(self, anchor: RtpengineAnchor, on_key: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, anchor: RtpengineAnchor, on_key: Callable[[str, str], None], rtpengine_host: str
+    ) -> None:
         self.anchor = anchor
         self.on_key = on_key
+        self.rtpengine_host = rtpengine_host
         self.dropped = 0
         self._transport: asyncio.DatagramTransport | None = None
 
     @classmethod
     async def listen(
-        cls, address: tuple[str, int], anchor: RtpengineAnchor, on_key: Callable[[str, str], None]
+        cls,
+        address: tuple[str, int],
+        anchor: RtpengineAnchor,
+        on_key: Callable[[str, str], None],
+        rtpengine_host: str,
     ) -> DtmfLog:
         loop = asyncio.get_running_loop()
         _, log_socket = await loop.create_datagram_endpoint(
-            lambda: cls(anchor, on_key), local_addr=address
+            lambda: cls(anchor, on_key, rtpengine_host), local_addr=address
         )
         return log_socket
 
@@ -318,6 +326,9 @@ class DtmfLog(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if addr[0] != self.rtpengine_host:
+            self.dropped += 1
+            return
         try:
             report = json.loads(data)
             slot, tag, event = report["callid"], report["source_tag"], report["event"]

@@ -202,7 +202,8 @@ async def _start_media(config: Config, core: CallManager, driver: Driver) -> _Me
     address = config.media.rtpengine_dtmf_address
     if address is not None:
         try:
-            media.dtmf_log = await DtmfLog.listen(address, core.rtpengine, on_digit)
+            rtpengine_host = config.media.rtpengine_address[0]
+            media.dtmf_log = await DtmfLog.listen(address, core.rtpengine, on_digit, rtpengine_host)
         except OSError as error:
             rtpengine.close()
             raise StartupError(
