@@ -2,8 +2,7 @@
 # Regenerate the prompts shipped in src/callkeeper/media/prompts/ (8 kHz, 16-bit, mono WAV).
 #
 # Speech comes from espeak-ng, music from sox's `synth`; both are Debian packages
-# (`apt-get install espeak-ng sox`). Dither is off (-D) so that a re-run on the same versions
-# of the tools gives byte-identical files and `git diff` shows only real changes.
+# (`apt-get install espeak-ng sox`). See prompt_tools.sh for the shared voice and format.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,23 +11,14 @@ mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-for tool in espeak-ng sox; do
-  command -v "$tool" >/dev/null || { echo "make_prompts: $tool is not installed" >&2; exit 1; }
-done
+# shellcheck source=prompt_tools.sh
+. "$here/prompt_tools.sh"
+need_tools make_prompts
 
-# Telephone band: 8 kHz, a high-pass to drop rumble G.711 phones cannot play, peaks at -3 dBFS.
-OUTFMT="-D -r 8000 -b 16 -c 1 -e signed-integer"
-TELEPHONE="highpass 200 lowpass 3400 norm -3"
-
-speak() { # speak NAME TEXT: NAME.wav in $tmp at the espeak-ng rate, with 0.3 s of lead-in
-  espeak-ng -v en-us -s 150 -p 45 -w "$tmp/$1.raw.wav" "$2"
-  sox -D "$tmp/$1.raw.wav" "$tmp/$1.speech.wav" pad 0.3 0.4
-}
-
-speak reconnecting "The other party's phone has lost its connection. Please hold while we reconnect you."
-speak transferring "Transferring your call."
-speak goodbye "We could not reconnect your call. Goodbye."
-speak greeting "Please leave a message after the tone."
+speech reconnecting "The other party's phone has lost its connection. Please hold while we reconnect you."
+speech transferring "Transferring your call."
+speech goodbye "We could not reconnect your call. Goodbye."
+speech greeting "Please leave a message after the tone."
 
 for name in reconnecting transferring goodbye; do
   sox -D "$tmp/$name.speech.wav" $OUTFMT "$out/$name.wav" $TELEPHONE
@@ -56,5 +46,5 @@ sox -D "$tmp/chord_1.wav" "$tmp/chord_2.wav" "$tmp/chord_3.wav" "$tmp/chord_4.wa
   $OUTFMT "$out/music.wav" norm -9
 
 for name in reconnecting transferring goodbye voicemail_greeting music; do
-  printf '%s: %s bytes, %s s\n' "$name.wav" "$(wc -c <"$out/$name.wav")" "$(soxi -D "$out/$name.wav")"
+  report "$out/$name.wav"
 done
