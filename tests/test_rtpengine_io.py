@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from callkeeper.sdp import parse_sdp
 from callkeeper.sip.transport import Flow
 from support.ports import free_port
 from support.rtpengine import Rtpengine
+from support.server import run_cli
 
 
 def test_bencode_round_trips_what_ng_carries() -> None:
@@ -206,12 +205,7 @@ def test_serve_refuses_to_start_without_rtpengine_naming_the_key(tmp_path: Path)
             f'[store]\nurl = "memory:"\n[media]\nmode = "rtpengine"\n'
             f'rtpengine = "udp:127.0.0.1:{port}"\n'
         )
-        result = subprocess.run(
-            [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("callkeeper:")]
     assert len(errors) == 1 and "media.rtpengine" in errors[0], result.stderr
@@ -221,12 +215,7 @@ def test_serve_refuses_to_start_without_rtpengine_naming_the_key(tmp_path: Path)
 def test_a_malformed_rtpengine_address_is_a_config_error(tmp_path: Path, key: str) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(f'[media]\nmode = "rtpengine"\n{key} = "tcp:localhost"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("check-config", str(config))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"media.{key}" in lines[0], result.stderr

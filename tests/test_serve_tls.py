@@ -6,13 +6,12 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.server import ServerProcess
+from support.server import ServerProcess, run_cli
 from support.sip_client import options_request, status_of
 
 
@@ -86,9 +85,5 @@ def test_options_over_tls(tls_server: ServerProcess) -> None:
 def test_tls_without_certificate_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[sip]\nlisten = ["tls:127.0.0.1:5061"]\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "callkeeper.cli", "check-config", str(config)],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("check-config", str(config))
     assert result.returncode == 2 and "sip" in result.stderr and "tls_cert" in result.stderr

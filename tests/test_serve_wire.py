@@ -15,7 +15,7 @@ import pytest
 
 from conftest import require_tool
 from support.ports import free_port
-from support.server import ServerProcess, wait_until
+from support.server import ServerProcess, run_cli, wait_until
 from support.sip_client import TcpClient, UdpClient, header_of, options_request, status_of
 
 STUN_MAGIC = 0x2112A442
@@ -165,12 +165,7 @@ def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[keepalive]\nmisses = 0\n")
     for command in (["serve", "--config", str(config)], ["check-config", str(config)]):
-        result = subprocess.run(
-            [sys.executable, "-m", "callkeeper.cli", *command],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run_cli(*command)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "keepalive.misses" in lines[0], result.stderr
@@ -182,12 +177,7 @@ def test_port_in_use_is_reported_with_its_key(tmp_path) -> None:
         port = taken.getsockname()[1]
         config = tmp_path / "busy.toml"
         config.write_text(f'[sip]\nlisten = ["udp:127.0.0.1:{port}"]\n[store]\nurl = "memory:"\n')
-        result = subprocess.run(
-            [sys.executable, "-m", "callkeeper.cli", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("callkeeper:")]
     assert len(errors) == 1 and "sip.listen.0" in errors[0] and "bind" in errors[0], result.stderr

@@ -147,3 +147,13 @@ class ServerProcess:
 
     def metric(self, name: str) -> float:
         return self.metrics().get(name, 0.0)
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`callkeeper ARGS...` as a child process, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "callkeeper.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
