@@ -202,7 +202,9 @@ def start_sipp(
         command = [
             "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-i", "127.0.0.1", *ports,
             "-nostdin", "-buff_size", SIPP_BUFFER, "-trace_stat", "-stf", str(stat_file),
-            "-fd", "1", "-trace_err", "-error_file", str(error_file), *extra,
+            "-fd", "1", "-trace_err", "-error_file", str(error_file),
+            # -aa: answer in-dialog OPTIONS 200, as phones do (callkeeper audits long calls)
+            "-aa", *extra,
         ]  # fmt: skip
         if target is not None:
             command.append(target)

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.peers
 PASSWORDS = {"alice": "alice-pw-7", "bob": "bob-pw-9"}
 TONES = {"alice": 440, "bob": 1000}
 TALK_TIME = 3.0  # seconds of audio to let flow; the waits around it are all events or polls
+AUDIT_INTERVAL = 1.0  # in-dialog OPTIONS to both phones several times per call
+AUDITS_ALIVE = 'callkeeper_dialog_audits_total{result="alive"}'
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     users = "".join(f'[[users]]\nname = "{n}"\npassword = "{p}"\n' for n, p in PASSWORDS.items())
     process = ServerProcess(
         tmp_path_factory.mktemp("callkeeper"),
-        extra_config=f'[media]\nmode = "off"\n[log]\nlevel = "debug"\n{users}',
+        extra_config=(
+            f'[media]\nmode = "off"\n[keepalive]\ndialog_interval = {AUDIT_INTERVAL}\n'
+            f'[log]\nlevel = "debug"\n{users}'
+        ),
     )
     with process:
         yield process
@@ -81,6 +86,7 @@ def run_call(server: ServerProcess, alice: Baresip, bob: Baresip, hangup_by: str
     wait_registered(server, alice, bob)
     assert server.get_json("/api/v1/calls") == []
 
+    audits_before = server.metric(AUDITS_ALIVE)
     alice.ctl.dial(f"sip:bob@127.0.0.1:{server.sip_port}")
     alice.ctl.wait_event("CALL_ESTABLISHED", 10)
     bob.ctl.wait_event("CALL_ESTABLISHED", 10)
@@ -108,6 +114,11 @@ def run_call(server: ServerProcess, alice: Baresip, bob: Baresip, hangup_by: str
     assert server.metric("callkeeper_calls_active") == 0
 
     assert server.metric("callkeeper_core_errors_total") == 0
+    # Both phones answered every audit of the call as a live dialog, and it changed nothing.
+    audits = server.metrics()
+    assert audits[AUDITS_ALIVE] - audits_before >= 2 * int(TALK_TIME / AUDIT_INTERVAL) - 2, audits
+    assert audits['callkeeper_dialog_audits_total{result="gone"}'] == 0
+    assert audits['callkeeper_dialog_audits_total{result="silent"}'] == 0
     check_audio(alice, heard="bob", call_seconds=call_seconds)
     check_audio(bob, heard="alice", call_seconds=call_seconds)
 

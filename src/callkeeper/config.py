@@ -118,6 +118,8 @@ class KeepaliveSection(BaseModel):
     options_interval: float = Field(default=30.0, gt=0)
     in_call_interval: float = Field(default=5.0, gt=0)
     misses: int = Field(default=3, ge=1)
+    # In-dialog OPTIONS to each leg of an established call (calls/dialog_audit.py); 0 turns it off.
+    dialog_interval: float = Field(default=60.0, ge=0)
 
 
 FallbackStep = Literal["devices", "mobile", "voicemail"]

@@ -102,6 +102,14 @@ class CoreCollector(Collector):
         yield CounterMetricFamily(
             "callkeeper_calls_completed", "Calls that have ended", value=self._core.calls_completed
         )
+        audits = CounterMetricFamily(
+            "callkeeper_dialog_audits",
+            "In-dialog OPTIONS to call legs, by what they found (gone: 481)",
+            labels=["result"],
+        )
+        for result, count in self._core.b2bua.audit.results.items():
+            audits.add_metric([result], count)
+        yield audits
         endpoints = GaugeMetricFamily(
             "callkeeper_endpoints", "Endpoints by liveness state", labels=["state"]
         )

@@ -22,6 +22,7 @@ from typing import Protocol
 from callkeeper.calls import session_timer
 from callkeeper.calls.anchors import Anchor
 from callkeeper.calls.dialing import SESSION_HEADER, build_invite, new_call_id
+from callkeeper.calls.dialog_audit import DialogAudit, LegLost
 from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
@@ -108,6 +109,7 @@ class B2BUA:
         timers: TimerSettings,
         user_agent: str = "callkeeper",
         validate_sdp: Callable[[bytes], str | None] | None = None,
+        audit_interval: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
         self.local = local
@@ -127,6 +129,7 @@ class B2BUA:
         # RFC 3261: the TU gives up on it 64·T1 after the CANCEL (§9.1).
         self._abandon: TimerHeap[int] = TimerHeap()
         self._events: deque[CallEvent] = deque()
+        self.audit = DialogAudit(endpoint, local, audit_interval)
         self.hooks: RecoveryHooks | None = None
         self.media: Anchor | None = None  # relay or rtpengine: SDP names our media ports
 
@@ -138,14 +141,14 @@ class B2BUA:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        return earliest(self._timers.next_deadline(), self._abandon.next_deadline())
+        return earliest(
+            earliest(self._timers.next_deadline(), self._abandon.next_deadline()),
+            self.audit.next_deadline(),
+        )
 
     def is_own_call_id(self, call_id: str) -> bool:
         """A Call-ID we generated for a B leg: an INVITE carrying it has looped back to us."""
         return call_id in self._own_call_ids
-
-    def owns_transaction(self, transaction_id: int) -> bool:
-        return transaction_id in self._forks or transaction_id in self._relays
 
     def knows_dialog(self, request: Request) -> bool:
         try:
@@ -302,6 +305,9 @@ class B2BUA:
                 del self._refreshes[transaction_id]
                 self._refresh_answered(*refresh, response, now)
             return True
+        if self.audit.owns(transaction_id):
+            self._audit_found(self.audit.answered(transaction_id, response), now)
+            return True
         return False
 
     def transaction_timed_out(self, transaction_id: int, now: float) -> None:
@@ -319,6 +325,19 @@ class B2BUA:
         if refresh is not None:
             call, leg = refresh
             self._leg_broke(call, leg, now, "session refresh timed out")
+        self._audit_found(self.audit.timed_out(transaction_id), now)
+
+    def _audit_found(self, lost: LegLost | None, now: float) -> None:
+        if lost is not None:
+            # A silent leg may still hold its dialog: it gets a BYE too.
+            self._leg_broke(
+                lost.call,
+                lost.leg,
+                now,
+                lost.reason,
+                bye_it=not lost.dialog_lost,
+                dialog_lost=lost.dialog_lost,
+            )
 
     def transaction_terminated(self, transaction_id: int) -> None:
         self._abandon.cancel(transaction_id)
@@ -336,6 +355,7 @@ class B2BUA:
         self._relays.pop(transaction_id, None)
         self._refreshes.pop(transaction_id, None)
         self._invites.pop(transaction_id, None)
+        self.audit.forget(transaction_id)
 
     def _fork_response(self, call: Call, fork: Leg, response: Response, now: float) -> None:
         status = response.status
@@ -433,6 +453,7 @@ class B2BUA:
         a.state = LegState.CONFIRMED
         call.state = CallState.ACTIVE
         call.answered = now
+        self.audit.start(call, now)
         self._expect_ack(call, a, fork, answer, now)
         self.endpoint.send_response(answer, now, a.invite_transaction)
         self._arm_session_timer(call, a, now)
@@ -667,6 +688,7 @@ class B2BUA:
     def handle_timer(self, now: float) -> None:
         for transaction_id in self._abandon.pop_due(now):
             self.endpoint.abandon_transaction(transaction_id, now)
+        self.audit.run_due(self.calls, now)
         for call_id, kind in self._timers.pop_due(now):
             call = self.calls.get(call_id)
             if call is None:
@@ -863,6 +885,7 @@ class B2BUA:
             if not leg.is_caller:
                 self._own_call_ids.pop(leg.call_id, None)
         self._timers.cancel((call.id, "2xx"))
+        self.audit.stop(call)
         for leg in call.legs():
             self._timers.cancel((call.id, f"refresh:{leg.id}"))
             self._timers.cancel((call.id, f"expire:{leg.id}"))

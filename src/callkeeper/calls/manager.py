@@ -111,6 +111,7 @@ class CallManager:
             self.timer_settings,
             user_agent=config.sip.user_agent,
             validate_sdp=validate_sdp,
+            audit_interval=config.keepalive.dialog_interval,
         )
         self.watch = EndpointWatch(config, self.endpoint, self.local, ids)
         recovery = config.recovery
