@@ -74,9 +74,13 @@ class WsConnection:
             try:
                 text = data.decode()
             except UnicodeDecodeError:  # a body in another charset: say it in a binary frame
-                await socket.send_bytes(data)
+                send = socket.send_bytes(data)
             else:
-                await socket.send_str(text)
+                send = socket.send_str(text)
+            try:
+                await send
+            except ConnectionError:  # closing under us: the receive side reports the loss
+                return
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -101,9 +105,6 @@ class WsManager:
         self._by_id: dict[int, WsConnection] = {}
         self._by_remote: dict[tuple[str, int], WsConnection] = {}
         self._runner: web.AppRunner | None = None
-        self.locals: list[tuple[str, int]] = []
-        self.upgrades_refused = 0
-        self.message_timeouts = 0  # the StreamManager counter; a WebSocket frames for us
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -122,13 +123,12 @@ class WsManager:
         await site.start()
         name = sock.getsockname()
         local = (name[0], name[1])
-        self.locals.append(local)
         log.info("listening", transport=self.transport_name, address=f"{local[0]}:{local[1]}")
         return local
 
     async def _upgrade(self, request: web.Request) -> web.StreamResponse:
         if not offers_sip(request.headers.get("Sec-WebSocket-Protocol", "")):
-            self.upgrades_refused += 1
+            log.info("websocket upgrade without the sip subprotocol", peer=request.remote)
             return web.Response(
                 status=400, text="a SIP WebSocket needs the 'sip' subprotocol (RFC 7118)\n"
             )
@@ -140,7 +140,6 @@ class WsManager:
             compress=False,
         )
         if not ws.can_prepare(request).ok:
-            self.upgrades_refused += 1
             return web.Response(status=400, text="not a WebSocket upgrade\n")
         await ws.prepare(request)
         transport = request.transport
