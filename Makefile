@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEBIAN_TEST_PACKAGES := sip-tester sipsak baresip-core sox espeak-ng redis-server rtpengine-daemon iptables iproute2 openssl
 DEBIAN_BENCH_PACKAGES := $(DEBIAN_TEST_PACKAGES) kamailio
+JSSIP := tests/support/jssip
 
 .PHONY: run test lint format bench venv test-deps bench-deps clean
 
@@ -23,7 +24,7 @@ $(VENV)/.test-deps: pyproject.toml $(BIN)/callkeeper
 	@touch $@
 
 # Real peers come from Debian; install them when missing (CI runs as root on a fresh machine).
-test-deps: $(VENV)/.test-deps
+test-deps: $(VENV)/.test-deps $(JSSIP)/node_modules/.package-lock.json
 	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -32,6 +33,14 @@ test-deps: $(VENV)/.test-deps
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The WebSocket tests' client (JsSIP under node) comes from npm, pinned by its lock file.
+$(JSSIP)/node_modules/.package-lock.json: $(JSSIP)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	}
+	cd $(JSSIP) && npm ci --no-audit --no-fund --loglevel=error
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests bench

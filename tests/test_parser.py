@@ -28,6 +28,7 @@ from callkeeper.sip.parser import (
     StreamParser,
     parse_head,
     parse_message,
+    parse_ws_message,
 )
 from callkeeper.sip.uri import URI, parse_uri
 from callkeeper.sip.via import Via
@@ -793,3 +794,25 @@ def test_cseq_parsing() -> None:
     assert str(CSeq(1, "BYE")) == "1 BYE"
     with pytest.raises(ParseError):
         parse_cseq("2147483648 INVITE")
+
+
+# --- WebSocket messages (RFC 7118) ---------------------------------------------------------------
+
+
+def test_ws_message_keepalives_are_ping_and_pong() -> None:
+    assert parse_ws_message(b"\r\n\r\n") == KeepAlivePing()
+    assert parse_ws_message(b"\r\n") == KeepAlivePong()
+
+
+def test_ws_message_is_one_whole_message_like_a_datagram() -> None:
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bK1\r\n"
+        b"From: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    item = parse_ws_message(data)
+    assert isinstance(item, Request) and item.body == b"hi"
+    short = parse_ws_message(data.replace(b"Content-Length: 2", b"Content-Length: 9"))
+    assert isinstance(short, PartialRequestError) and short.status == 400
+    garbage = parse_ws_message(b"\x01garbage\r\n\r\n")
+    assert isinstance(garbage, ParseError) and not isinstance(garbage, PartialRequestError)

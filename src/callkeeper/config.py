@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-TRANSPORTS = ("udp", "tcp", "tls", "ws")
-_LISTEN_RE = re.compile(r"(udp|tcp|tls|ws):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+_LISTEN_RE = re.compile(r"(udp|tcp|tls|wss|ws):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})")
 
 
 class ConfigError(Exception):
@@ -27,7 +27,7 @@ class ConfigError(Exception):
 class ListenAddress(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    transport: Literal["udp", "tcp", "tls", "ws"]
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"]
     host: str
     port: int
 
@@ -104,10 +104,10 @@ class SipSection(BaseModel):
             raise ValueError("listen: at least one address is needed")
         if self.t2 < self.t1:
             raise ValueError("t2 must not be smaller than t1")
-        if any(item.transport == "tls" for item in self.listen) and not (
+        if any(item.transport in ("tls", "wss") for item in self.listen) and not (
             self.tls_cert and self.tls_key
         ):
-            raise ValueError("tls_cert and tls_key are required for a tls: listen address")
+            raise ValueError("tls_cert and tls_key are required for a tls: or wss: listen address")
         return self
 
 

@@ -39,6 +39,7 @@ class ServerProcess:
     extra_config: str = ""  # whole tables after [sip]
     sip_extra: str = ""  # more keys inside [sip]
     transports: tuple[str, ...] = ("udp", "tcp")
+    listen_extra: tuple[str, ...] = ()  # more `sip.listen` addresses (a ws: on its own port)
     sip_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
@@ -54,7 +55,8 @@ class ServerProcess:
         return self.workdir / "callkeeper.log"
 
     def write_config(self) -> None:
-        listen = ", ".join(f'"{t}:127.0.0.1:{self.sip_port}"' for t in self.transports)
+        addresses = [f"{t}:127.0.0.1:{self.sip_port}" for t in self.transports]
+        listen = ", ".join(f'"{address}"' for address in [*addresses, *self.listen_extra])
         text = (
             f'[sip]\nlisten = [{listen}]\ndomain = "127.0.0.1"\n{self.sip_extra}\n'
             f"{self.extra_config}\n"

@@ -13,12 +13,23 @@ from typing import Protocol
 
 import structlog
 
-from callkeeper.io.stream import StreamHandler, StreamManager
+from callkeeper.io.stream import StreamHandler
 from callkeeper.io.udp import UdpTransport
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.transport import CloseFlow, Flow, Transmit
 
 log = structlog.get_logger(__name__)
+
+
+class ConnectionManager(Protocol):
+    """The connections of one reliable transport: a `StreamManager` (tcp, tls) or a
+    `WsManager` (ws, wss)."""
+
+    def __len__(self) -> int: ...
+    async def listen(self, host: str, port: int) -> tuple[str, int]: ...
+    def send(self, flow: Flow, data: bytes) -> None: ...
+    def close_flow(self, flow: Flow) -> None: ...
+    async def close(self) -> None: ...
 
 
 class PureCore(Protocol):
@@ -47,7 +58,7 @@ class Driver(StreamHandler):
         self.core = core
         self.loop = asyncio.get_running_loop()
         self.udp: dict[tuple[str, int], UdpTransport] = {}
-        self.streams: dict[str, StreamManager] = {}
+        self.streams: dict[str, ConnectionManager] = {}
         self.extra_sinks: list[CommandSink] = []
         # Who hears about calls, registrations and endpoint states (API events, logs).
         self.event_sinks: list[CommandSink] = []

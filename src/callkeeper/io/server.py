@@ -35,6 +35,7 @@ from callkeeper.io.stream import (
 )
 from callkeeper.io.udp import open_udp
 from callkeeper.io.voicemail import VoicemailService, VoicemailStore
+from callkeeper.io.ws import WsManager
 from callkeeper.sip.transaction_messages import counter_ids
 from callkeeper.store import Store, open_store
 
@@ -122,25 +123,15 @@ async def start_server(
                     driver.udp[udp.local] = udp
                     running.sip_addresses.setdefault("udp", udp.local)
                     core.add_local_address("udp", udp.local)
-                elif address.transport in ("tcp", "tls"):
+                else:
                     manager = driver.streams.get(address.transport)
                     if manager is None:
-                        server_ssl = client_ssl = None
-                        if address.transport == "tls":
-                            assert config.sip.tls_cert and config.sip.tls_key
-                            server_ssl = server_ssl_context(
-                                str(config.sip.tls_cert), str(config.sip.tls_key)
-                            )
-                            client_ssl = client_ssl_context()
-                        manager = StreamManager(
-                            address.transport, driver, timeouts, server_ssl, client_ssl
+                        manager = driver.streams[address.transport] = _connection_manager(
+                            address.transport, config, driver, timeouts
                         )
-                        driver.streams[address.transport] = manager
                     local = await manager.listen(address.host, address.port)
                     running.sip_addresses.setdefault(address.transport, local)
                     core.add_local_address(address.transport, local)
-                else:
-                    raise StartupError(f"{key}: {address}: the ws transport is not available yet")
             except OSError as error:
                 raise StartupError(
                     f"{key}: cannot listen on {address}: {error.strerror or error}"
@@ -168,6 +159,21 @@ async def start_server(
     core.start(driver.loop.time())
     driver.poke()
     return running
+
+
+def _connection_manager(
+    transport: str, config: Config, driver: Driver, timeouts: StreamTimeouts
+) -> StreamManager | WsManager:
+    """The manager of a reliable transport's listeners and connections (tcp, tls, ws, wss)."""
+    server_ssl = client_ssl = None
+    if transport in ("tls", "wss"):
+        assert config.sip.tls_cert and config.sip.tls_key  # the config model checks
+        server_ssl = server_ssl_context(str(config.sip.tls_cert), str(config.sip.tls_key))
+    if transport in ("ws", "wss"):
+        return WsManager(transport, driver, timeouts, server_ssl)
+    if transport == "tls":
+        client_ssl = client_ssl_context()
+    return StreamManager(transport, driver, timeouts, server_ssl, client_ssl)
 
 
 @dataclass

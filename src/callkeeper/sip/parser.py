@@ -2,7 +2,8 @@
 
 `parse_message` takes one datagram. `StreamParser` frames messages out of a TCP/TLS byte stream by
 Content-Length, across partial reads and pipelined messages, and reports CRLF keep-alive pings
-and pongs.
+and pongs. `parse_ws_message` takes one WebSocket message (RFC 7118): one SIP message or a CRLF
+keep-alive, as a stream item.
 
 Every problem becomes a `ParseError`, never another exception. When the request can still be
 answered — its top Via says where a response goes — the error is a `PartialRequestError` that
@@ -527,6 +528,24 @@ class KeepAlivePong:
 
 
 StreamItem = Message | KeepAlivePing | KeepAlivePong | ParseError
+
+
+def parse_ws_message(data: bytes) -> StreamItem:
+    """One WebSocket message as a stream item: the WebSocket frames it, so there is no stream
+    framing left to do (RFC 7118 §5: each message carries exactly one SIP message).
+
+    A message on its own is parsed like a datagram (a Content-Length that disagrees with the
+    body gets the UDP treatment, §18.3); CRLFCRLF and CRLF are the RFC 5626 keep-alive ping
+    and pong, answered as on TCP because the connection is a reliable flow.
+    """
+    if data == b"\r\n\r\n":
+        return KeepAlivePing()
+    if data == b"\r\n":
+        return KeepAlivePong()
+    try:
+        return parse_message(data)
+    except ParseError as error:
+        return error
 
 
 class StreamParser:
