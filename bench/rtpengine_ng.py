@@ -1,7 +1,7 @@
 """rtpengine for benches: start it userspace-only (no kernel module), talk the NG protocol, stop it.
 
 NG = `"<cookie> <bencoded dict>"` over UDP; the reply echoes the cookie. The start command is
-../shared/peers/rtpengine/start-rtpengine.sh's: `--table=-1` keeps forwarding in userspace.
+tests/support/rtpengine_command.py's (the tests use the same one), at `--log-level=4`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 from callkeeper.io.ng import Bencodable, bdecode, bencode
+from support.rtpengine_command import rtpengine_command
 
 
 class NgClient:
@@ -58,20 +62,14 @@ def start_rtpengine(
 ) -> subprocess.Popen[bytes]:
     """Userspace-only rtpengine in the foreground (our child), pinned to `cpu`; waits for NG."""
     pidfile = workdir / f"rtpengine-{ng_port}.pid"
-    command = [
+    command = rtpengine_command(
         "rtpengine",
-        "--config-file=none",
-        "--table=-1",  # no kernel forwarding: every packet goes through userspace
-        "--interface=127.0.0.1",
-        f"--listen-ng=127.0.0.1:{ng_port}",
-        f"--port-min={port_min}",
-        f"--port-max={port_max}",
-        "--foreground",
-        "--log-stderr",
-        "--log-level=4",  # warnings: the recipe's 6 logs every offer/answer
-        "--delete-delay=0",
-        f"--pidfile={pidfile}",
-    ]
+        ng_port=ng_port,
+        port_min=port_min,
+        port_max=port_max,
+        pidfile=pidfile,
+        log_level=4,  # warnings: the recipe's 6 logs every offer/answer
+    )
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
     log = (workdir / "rtpengine.log").open("wb")

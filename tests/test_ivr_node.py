@@ -10,15 +10,10 @@ import pytest
 
 from callkeeper.calls.dialing import SESSION_HEADER as MANAGER_SESSION_HEADER
 from callkeeper.ivr import node_commands as nc
-from callkeeper.ivr.node import (
-    SESSION_HEADER,
-    Envelope,
-    IvrNode,
-    NodeSettings,
-    choose_media,
-    decode_envelope,
-    encode_envelope,
-)
+from callkeeper.ivr.envelope import Envelope, decode_envelope, encode_envelope
+from callkeeper.ivr.node import IvrNode
+from callkeeper.ivr.node_calls import choose_media
+from callkeeper.ivr.node_model import SESSION_HEADER, NodeSettings
 from callkeeper.ivr.script import Script, load_script
 from callkeeper.ivr.session import decode_checkpoint, encode_checkpoint, new_session
 from callkeeper.ivr.states import Phase

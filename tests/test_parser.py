@@ -12,21 +12,19 @@ import time
 import pytest
 
 from callkeeper.sip import address as address_module
-from callkeeper.sip import headers, parser
+from callkeeper.sip import head_parser, headers
 from callkeeper.sip.errors import MessageTooLarge, ParseError
+from callkeeper.sip.head_parser import MAX_HEADER_BYTES, MAX_HEADER_LINES
 from callkeeper.sip.headers import Headers
 from callkeeper.sip.message import CSeq, Message, Request, Response, parse_cseq
 from callkeeper.sip.parser import (
     MAX_BODY_BYTES,
-    MAX_HEADER_BYTES,
-    MAX_HEADER_LINES,
     FramingError,
     KeepAlivePing,
     KeepAlivePong,
     PartialRequestError,
     StreamItem,
     StreamParser,
-    parse_head,
     parse_message,
     parse_ws_message,
 )
@@ -126,13 +124,6 @@ def test_body_is_cut_to_content_length_and_defaults_to_the_rest() -> None:
     assert parse_message(invite() + b"trailing noise").body == SDP
     message = parse_message(invite(drop=("content-length",)) + b"extra")
     assert message.body == SDP + b"extra"
-
-
-def test_parse_head_parses_a_header_section() -> None:
-    head = invite(body=b"")[: -len(b"\r\n\r\n")]
-    assert isinstance(parse_head(head), Request)
-    with pytest.raises(PartialRequestError):
-        parse_head(head.replace(b"CSeq: 314159 INVITE", b"CSeq: 1 BYE"))
 
 
 def test_no_end_of_header_section() -> None:
@@ -772,21 +763,21 @@ def test_memo_is_bounded_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_lookup_tables_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parser, "_NAMES_MAX", 0)
-    monkeypatch.setattr(parser, "_NAMES", {})
-    monkeypatch.setattr(parser, "_METHODS", set())
+    monkeypatch.setattr(head_parser, "_NAMES_MAX", 0)
+    monkeypatch.setattr(head_parser, "_NAMES", {})
+    monkeypatch.setattr(head_parser, "_METHODS", set())
     monkeypatch.setattr(headers, "_CANONICAL_CACHE", {f"x{i}": "x" for i in range(4096)})
     data = invite(
         "CSeq: 1 NEWMETHOD", "X-Brand-New: 1", start="NEWMETHOD sip:a@b SIP/2.0", drop=("cseq",)
     )
     message = parse_message(data)
-    assert parser._NAMES == {} and set() == parser._METHODS
+    assert head_parser._NAMES == {} and set() == head_parser._METHODS
     assert message.headers.get("x-brand-new") == "1"
     monkeypatch.setattr(address_module, "MEMO_SIZE", 1)
-    monkeypatch.setattr(parser, "_URI_MEMO", {})
+    monkeypatch.setattr(head_parser, "_URI_MEMO", {})
     for user in "abc":
         parse_message(invite(start=f"INVITE sip:{user}@example.com SIP/2.0"))
-    assert list(parser._URI_MEMO) == ["sip:c@example.com"]
+    assert list(head_parser._URI_MEMO) == ["sip:c@example.com"]
 
 
 def test_cseq_parsing() -> None:

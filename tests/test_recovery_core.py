@@ -272,7 +272,7 @@ def test_the_survivor_hanging_up_releases_everything(when: str) -> None:
     assert network.take(CALLER, status=200)
     assert call.state is CallState.ENDED
     engine = network.core.recovery
-    assert not engine.recoveries and engine._timers.next_deadline() is None
+    assert not engine.recoveries and engine.timers.next_deadline() is None
     if when == "transferring":
         assert network.one(TRUNK, "CANCEL")
     network.take(ALICE1)

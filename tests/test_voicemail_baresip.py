@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from callkeeper.calls.recovery import VOICEMAIL_SILENCE_SECONDS
+from callkeeper.calls.recovery_fallback import VOICEMAIL_SILENCE_SECONDS
 from callkeeper.io.prompts import load_prompt_samples
 from support.audio import active_duration, active_span, dominant_frequency, read_wav
 from support.baresip import Baresip, baresip_binary

@@ -1,6 +1,6 @@
 """A userspace rtpengine (Debian's rtpengine-daemon, no kernel module) for one test, on free ports.
 
-The start command is ../shared/peers/rtpengine/start-rtpengine.sh's, with `--log-level=5`.
+The start command is support/rtpengine_command.py's (the recipe's), with `--log-level=5`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from callkeeper.io.ng import bdecode, bencode
 from support.ports import free_port, udp_port_free
+from support.rtpengine_command import rtpengine_command
 
 PORT_SPAN = 600  # callkeeper keeps 64 slots of 2 port pairs ready; the rest for the calls
 
@@ -58,21 +59,15 @@ class Rtpengine:
         self.ports = _free_range(PORT_SPAN)
         log = (self.workdir / "rtpengine.log").open("wb")
         self.process = subprocess.Popen(
-            [
+            rtpengine_command(
                 rtpengine_binary(),
-                "--config-file=none",
-                "--table=-1",
-                "--interface=127.0.0.1",
-                f"--listen-ng=127.0.0.1:{self.ng_port}",
-                f"--port-min={self.ports[0]}",
-                f"--port-max={self.ports[1]}",
-                "--foreground",
-                "--log-stderr",
-                "--log-level=5",
-                "--delete-delay=0",
-                f"--pidfile={self.workdir / 'rtpengine.pid'}",
-                *self.options,
-            ],
+                ng_port=self.ng_port,
+                port_min=self.ports[0],
+                port_max=self.ports[1],
+                pidfile=self.workdir / "rtpengine.pid",
+                log_level=5,
+                options=self.options,
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

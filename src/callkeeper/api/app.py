@@ -31,7 +31,7 @@ from callkeeper.io.driver import Driver
 from callkeeper.io.relay import MediaRelay
 from callkeeper.io.rtpengine import RtpengineMedia
 from callkeeper.io.voicemail import VoicemailStore
-from callkeeper.ivr.node import CHECKPOINT_NAMESPACE, decode_envelope
+from callkeeper.ivr.envelope import CHECKPOINT_NAMESPACE, decode_envelope
 from callkeeper.liveness.states import State
 from callkeeper.store import Store, StoreError
 

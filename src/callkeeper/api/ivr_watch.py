@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from callkeeper.calls.manager import CallManager
-from callkeeper.ivr.node import CHECKPOINT_NAMESPACE, decode_envelope
+from callkeeper.ivr.envelope import CHECKPOINT_NAMESPACE, decode_envelope
 from callkeeper.store import Store, StoreError
 
 INTERVAL = 0.5  # s between reads: steps last seconds (prompts), so this is close enough

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from callkeeper.calls import recovery_bridge, recovery_fallback
 from callkeeper.calls.b2bua import Contact
 from callkeeper.calls.model import Call, CallState, Leg, LegState
 from callkeeper.calls.recovery_states import Trigger
@@ -28,7 +29,8 @@ from callkeeper.sip.message import Request
 from callkeeper.sip.transport import Flow
 
 if TYPE_CHECKING:
-    from callkeeper.calls.recovery import Recovery, RecoveryEngine
+    from callkeeper.calls.recovery import RecoveryEngine
+    from callkeeper.calls.recovery_records import Recovery
 
 _SIPFRAG = "message/sipfrag;version=2.0"
 
@@ -158,7 +160,7 @@ def not_taken(engine: RecoveryEngine, recovery: Recovery, now: float) -> None:
         engine.give_up(recovery, Trigger.NOT_TAKEN, now)
         return
     recovery.keep_old_until_answer = False
-    engine.next_step(recovery, now)
+    recovery_fallback.next_step(engine, recovery, now)
 
 
 # --- the feature code: the user pulls their call to the device they dial from ------------------
@@ -217,7 +219,7 @@ def pick_up(
     recovery.pickup = leg
     if engine.b2bua.media is not None:
         engine.b2bua.media.learn(call, leg, request.body)  # its relay side, aimed at its offer
-    engine.connect(recovery, leg, "pickup", now)
+    recovery_bridge.connect(engine, recovery, leg, "pickup", now)
     return None
 
 
@@ -285,5 +287,5 @@ def recover(engine: RecoveryEngine, call_id: str, target: str, now: float) -> tu
     engine.interrupt(recovery, now)
     if engine.move(call, Trigger.ASKED) is None:
         return 409, f"the call is {call.state.value}"
-    engine.ring(recovery, contacts, "target", now)
+    recovery_fallback.ring(engine, recovery, contacts, "target", now)
     return 202, "ringing"

@@ -19,6 +19,13 @@ voicemail servers that need an offer get one); the answer becomes the survivor's
 offer under the survivor's `o=` line. Asked-for moves (feature code, API, REFER) live in
 `handover.py` and reuse the same machinery.
 
+This module drives the state machine: it takes the inputs (liveness, registrar, the B2BUA's
+questions, responses, the clock), keeps the index of calls per endpoint, starts recoveries and
+releases them. The work on the wire is in three helpers that take the engine as their first
+argument: `recovery_resume` (re-INVITEs in the old dialogs: resume, hold, un-hold),
+`recovery_fallback` (ringing new legs down the chain, voicemail) and `recovery_bridge` (the
+outcome: bridge the winner, or lose the call). The records live in `recovery_records`.
+
 Pure: no clock, no sockets. It talks SIP through the `SipEndpoint`, moves legs through the
 `B2BUA`, and asks `Routes` (the call manager) where endpoints and users can be reached.
 """
@@ -27,57 +34,27 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from callkeeper.calls import handover, sdp_offers
+from callkeeper.calls import handover, recovery_fallback, recovery_resume
 from callkeeper.calls.b2bua import B2BUA, Contact
-from callkeeper.calls.dialing import (
-    AUTO_ANSWER_HEADERS,
-    SESSION_HEADER,
-    build_invite,
-    build_reboot_notify,
-)
-from callkeeper.calls.events import (
-    CallHeld,
-    CallLost,
-    CallRecovered,
-    CallResuming,
-    CallTransferring,
-    RebootRequested,
-    RecoveryEvent,
-)
+from callkeeper.calls.dialing import build_reboot_notify
+from callkeeper.calls.events import CallHeld, RebootRequested, RecoveryEvent
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState
+from callkeeper.calls.recovery_records import Attempt, OwnReinvite, Recovery
 from callkeeper.calls.recovery_states import Trigger, next_state
 from callkeeper.calls.recovery_stats import RecoveryStats
-from callkeeper.sip.address import Address
-from callkeeper.sip.dialog import Dialog, DialogError, DialogState
 from callkeeper.sip.endpoint import SipEndpoint
-from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.timers import TimerHeap, TimerSettings, earliest
-from callkeeper.sip.transaction_messages import IdSource, build_cancel
-from callkeeper.sip.uri import URI
+from callkeeper.sip.transaction_messages import IdSource
 
-# How long the old dialog's re-INVITE may go unanswered before the returning endpoint is rung
-# anew: a phone that kept its dialog answers at once; a rebooted one answers 481 at once; only
-# a phone that is back on the network but frozen stays silent.
-REINVITE_ANSWER_TIMEOUT = 2.0
-# A re-INVITE that met glare (491) is retried after this (RFC 3261 §14.1: 0–2 s for the side
-# that does not own the Call-ID; we pick the top so the peer's own retry wins).
-GLARE_RETRY = 2.0
 # DOWN reasons that need no reboot request: it was just sent one (the reboot API), it is
 # rebooting already (re-registered as a new instance), or it left on purpose.
 _NO_REBOOT_NEEDED = frozenset({"reset", "unregistered"})
-# How long the relay plays the goodbye prompt before a lost call's survivor gets its BYE
-# ("We could not reconnect your call. Goodbye." is about 3 s).
-GOODBYE_SECONDS = 4.0
 # Keys typed further apart than this do not make one feature code.
 KEY_PAUSE = 3.0
-# The built-in voicemail's limits: a message ends at this length, or after this much silence.
-VOICEMAIL_MAX_SECONDS = 120.0
-VOICEMAIL_SILENCE_SECONDS = 10.0
 
 
 class Routes(Protocol):
@@ -92,53 +69,6 @@ class Routes(Protocol):
     def has_voicemail(self, user: str) -> bool: ...
 
     def leg_moved(self, old_endpoint: str | None, new_endpoint: str | None, now: float) -> None: ...
-
-
-@dataclass(slots=True, eq=False)
-class Attempt:
-    """One INVITE ringing a candidate for the failed side."""
-
-    leg: Leg
-    invite: Request
-    step: str
-    done: bool = False  # a final response (or we gave up on it)
-
-
-@dataclass(slots=True, eq=False)
-class OwnReinvite:
-    """A re-INVITE we sent inside a leg's dialog (hold, un-hold, resume)."""
-
-    call_id: str
-    leg: Leg
-    purpose: str  # "hold", "unhold", "resume"
-    ack: Request | None = None
-
-
-@dataclass(slots=True, eq=False)
-class Recovery:
-    call: Call
-    failed: Leg  # the side being brought back or replaced
-    survivor: Leg
-    started: float
-    reason: str
-    survivor_sdp: bytes | None  # the survivor's SDP from before the hold: offered to new legs
-    grace_deadline: float
-    steps: list[str]
-    user: str | None  # whose devices the fallback chain rings
-    step: str = ""
-    back_at: float | None = None
-    attempts: dict[int, Attempt] = field(default_factory=dict)
-    resume_reinvite: int | None = None
-    winner: Leg | None = None
-    winner_step: str = ""
-    survivor_reinvite: int | None = None
-    survivor_owed: str | None = None  # a re-INVITE to send once the one in flight completes
-    survivor_down: bool = False  # both parties failed: the survivor is DOWN too
-    survivor_down_at: float = 0.0
-    # Asked-for moves (handover.py): the old leg stays connected until the new one answers.
-    keep_old_until_answer: bool = False
-    referred: bool = False  # started by the failed side's REFER: report progress to it
-    pickup: Leg | None = None  # the device that dialled the feature code, answered on bridging
 
 
 RecoveryKey = tuple[str, str]  # (call id, timer kind)
@@ -178,12 +108,13 @@ class RecoveryEngine:
         self.stats = RecoveryStats()
         self.recoveries: dict[str, Recovery] = {}  # call id → its recovery in progress
         self._calls_on: dict[str, set[str]] = {}  # endpoint id → ids of established calls
-        self._attempts: dict[int, tuple[Recovery, Attempt]] = {}  # INVITE transaction → attempt
-        self._own: dict[int, OwnReinvite] = {}  # our in-dialog re-INVITE transaction → purpose
-        self._timers: TimerHeap[RecoveryKey] = TimerHeap()
-        self._abandon: TimerHeap[int] = TimerHeap()
-        self._events: deque[RecoveryEvent] = deque()
-        self._ending: dict[str, tuple[Call, str]] = {}  # lost calls playing their goodbye
+        self.attempts: dict[int, tuple[Recovery, Attempt]] = {}  # INVITE transaction → attempt
+        # our in-dialog re-INVITE transaction → purpose
+        self.own_reinvites: dict[int, OwnReinvite] = {}
+        self.timers: TimerHeap[RecoveryKey] = TimerHeap()
+        self.abandon: TimerHeap[int] = TimerHeap()
+        self.events: deque[RecoveryEvent] = deque()
+        self.ending: dict[str, tuple[Call, str]] = {}  # lost calls playing their goodbye
         b2bua.hooks = self
 
     def configure(
@@ -195,10 +126,10 @@ class RecoveryEngine:
 
     # --- outputs ------------------------------------------------------------------------------
     def next_event(self) -> RecoveryEvent | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float | None:
-        return earliest(self._timers.next_deadline(), self._abandon.next_deadline())
+        return earliest(self.timers.next_deadline(), self.abandon.next_deadline())
 
     def calls_on(self, endpoint_id: str) -> list[Call]:
         calls = self.b2bua.calls
@@ -215,18 +146,18 @@ class RecoveryEngine:
 
     def call_ended(self, call_id: str, endpoints: Iterable[str], now: float) -> None:
         """The B2BUA ended the call (a BYE, a timer): release whatever recovery was running."""
-        self._ending.pop(call_id, None)
-        self._timers.cancel((call_id, "goodbye"))
+        self.ending.pop(call_id, None)
+        self.timers.cancel((call_id, "goodbye"))
         recovery = self.recoveries.pop(call_id, None)
         forget = set(endpoints)
         if recovery is not None:
             forget.update(
                 leg.endpoint for leg in (recovery.failed, recovery.survivor) if leg.endpoint
             )
-            self._release(recovery, now)
+            self.release(recovery, now)
             self.stats.outcome("abandoned")
         for endpoint_id in forget:
-            self._unindex(endpoint_id, call_id)
+            self.unindex_call(endpoint_id, call_id)
 
     def keys_typed(self, leg: Leg, key: str, now: float) -> str:
         """The keys a leg typed lately (a pause of KEY_PAUSE starts over), this one included."""
@@ -235,11 +166,11 @@ class RecoveryEngine:
         leg.keys_at = now
         return leg.keys
 
-    def _index(self, endpoint_id: str | None, call_id: str) -> None:
+    def index_call(self, endpoint_id: str | None, call_id: str) -> None:
         if endpoint_id is not None:
             self._calls_on.setdefault(endpoint_id, set()).add(call_id)
 
-    def _unindex(self, endpoint_id: str | None, call_id: str) -> None:
+    def unindex_call(self, endpoint_id: str | None, call_id: str) -> None:
         if endpoint_id is None:
             return
         calls = self._calls_on.get(endpoint_id)
@@ -267,9 +198,9 @@ class RecoveryEngine:
                 and reason != "reset"  # re-registered after a reboot: the resume copes (481)
             ):
                 self.move(call, Trigger.DOWN)
-                self.stop_attempts(recovery, now)
-                self._cancel_resume_reinvite(recovery)
-                self._timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
+                recovery_fallback.stop_attempts(self, recovery, now)
+                recovery_resume.cancel_resume_reinvite(self, recovery)
+                self.timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
             elif recovery.failed.endpoint == endpoint_id and recovery.keep_old_until_answer:
                 # The leg an asked-for move was leaving failed while the target rings: hold
                 # the survivor, and if the target does not answer, go down the chain.
@@ -282,8 +213,8 @@ class RecoveryEngine:
         recovery.keep_old_until_answer = False
         recovery.steps = list(self.fallback) if recovery.user is not None else []
         survivor = recovery.survivor
-        if not self._announce(survivor, "reconnecting") and survivor.local_sdp is not None:
-            self._reinvite_survivor(recovery, "hold", now)
+        if not self.announce_to(survivor, "reconnecting") and survivor.local_sdp is not None:
+            recovery_resume.reinvite_survivor(self, recovery, "hold", now)
 
     def endpoint_back(self, endpoint_id: str, now: float) -> None:
         """A sign of life (keep-alive, REGISTER, any request) from an endpoint."""
@@ -294,7 +225,7 @@ class RecoveryEngine:
             if recovery.survivor.endpoint == endpoint_id:
                 recovery.survivor_down = False
             elif recovery.failed.endpoint == endpoint_id and call.state is CallState.HOLDING:
-                self._resume(recovery, now)
+                recovery_resume.resume(self, recovery, now)
 
     def endpoint_left(self, endpoint_id: str, now: float) -> None:
         """The endpoint de-registered mid-call: it asks for its calls to move now."""
@@ -308,9 +239,9 @@ class RecoveryEngine:
                 if recovery is None:
                     continue
             if recovery.failed.endpoint == endpoint_id and call.state is CallState.HOLDING:
-                self._timers.cancel((call.id, "grace"))
+                self.timers.cancel((call.id, "grace"))
                 if self.move(call, Trigger.ASKED) is not None:
-                    self.next_step(recovery, now)
+                    recovery_fallback.next_step(self, recovery, now)
 
     # --- holding ------------------------------------------------------------------------------
     def start(self, call: Call, failed: Leg, reason: str, now: float) -> Recovery | None:
@@ -336,12 +267,12 @@ class RecoveryEngine:
         )
         self.recoveries[call.id] = recovery
         call.recoveries += 1
-        self._events.append(CallHeld(call.id, failed.endpoint, reason, now))
-        if self._announce(survivor, "reconnecting"):
+        self.events.append(CallHeld(call.id, failed.endpoint, reason, now))
+        if self.announce_to(survivor, "reconnecting"):
             pass  # the relay holds it: the survivor's phone is not touched
         elif survivor.local_sdp is not None:
-            self._reinvite_survivor(recovery, "hold", now)
-        self._timers.schedule(recovery.grace_deadline, (call.id, "grace"))
+            recovery_resume.reinvite_survivor(self, recovery, "hold", now)
+        self.timers.schedule(recovery.grace_deadline, (call.id, "grace"))
         return recovery
 
     def ask(
@@ -369,10 +300,10 @@ class RecoveryEngine:
         self.recoveries[call.id] = recovery
         call.recoveries += 1
         if contacts:
-            self.ring(recovery, contacts, step, now)
+            recovery_fallback.ring(self, recovery, contacts, step, now)
         return recovery
 
-    def _announce(self, survivor: Leg, prompt: str | None) -> bool:
+    def announce_to(self, survivor: Leg, prompt: str | None) -> bool:
         """With the media relay: play `prompt` (if announcing) then music to the survivor.
         False without a relay side for it (media off): the caller holds it by re-INVITE."""
         media = self.b2bua.media
@@ -390,483 +321,62 @@ class RecoveryEngine:
             self.local, self.ids, uri=contact.uri, flow=contact.flow, user_agent=self.user_agent
         )
         self.endpoint.send_request(notify, contact.flow, now)
-        self._events.append(RebootRequested(endpoint_id, now))
+        self.events.append(RebootRequested(endpoint_id, now))
         return True
-
-    def _reinvite_survivor(self, recovery: Recovery, purpose: str, now: float) -> None:
-        """Hold or un-hold the survivor; one re-INVITE at a time (RFC 3261 §14.1)."""
-        if recovery.survivor_reinvite is not None:
-            recovery.survivor_owed = purpose
-            return
-        survivor = recovery.survivor
-        if purpose == "hold":
-            offer = sdp_offers.hold(survivor.local_sdp)
-        else:
-            winner = recovery.winner
-            offer = sdp_offers.unhold(
-                winner.remote_sdp if winner is not None else None, survivor.local_sdp
-            )
-        if offer is None or survivor.dialog is None:
-            if purpose == "unhold":
-                self._bridged(recovery, now)  # nothing to renegotiate (no SDP on this call)
-            return
-        transaction_id = self._send_reinvite(survivor, offer, now)
-        if transaction_id is None:
-            return
-        recovery.survivor_reinvite = transaction_id
-        self._own[transaction_id] = OwnReinvite(recovery.call.id, survivor, purpose)
-
-    def _send_reinvite(self, leg: Leg, offer: bytes, now: float) -> int | None:
-        if leg.dialog is None or leg.dialog.state is not DialogState.CONFIRMED:
-            return None
-        request = leg.dialog.create_request(
-            "INVITE", self.local.via(leg.flow), body=offer, content_type="application/sdp"
-        )
-        leg.local_sdp = offer
-        return self.endpoint.send_request(request, leg.flow, now)
-
-    # --- resuming -----------------------------------------------------------------------------
-    def _resume(self, recovery: Recovery, now: float) -> None:
-        call, failed = recovery.call, recovery.failed
-        if self.move(call, Trigger.BACK) is None:
-            return
-        recovery.back_at = now
-        self._timers.cancel((call.id, "grace"))
-        self._events.append(CallResuming(call.id, failed.endpoint, now, now - recovery.started))
-        self._send_resume_reinvite(recovery, now)
-
-    def _send_resume_reinvite(self, recovery: Recovery, now: float) -> None:
-        call, failed = recovery.call, recovery.failed
-        contact = self.routes.current_contact(failed.endpoint) if failed.endpoint else None
-        if contact is not None:
-            failed.flow = contact.flow  # a phone back on a new connection answers on that one
-        offer = sdp_offers.reoffer(recovery.survivor_sdp, failed.local_sdp)
-        if offer is not None:
-            offer = self.b2bua.sdp_to(call, recovery.survivor, failed, offer)
-        if recovery.survivor_down:
-            offer = sdp_offers.held(offer)  # it comes back to a party that is still gone
-        transaction_id = self._send_reinvite(failed, offer, now) if offer is not None else None
-        if transaction_id is None:
-            self._dial_back(recovery, now)
-            return
-        recovery.resume_reinvite = transaction_id
-        self._own[transaction_id] = OwnReinvite(call.id, failed, "resume")
-        self._timers.schedule(now + REINVITE_ANSWER_TIMEOUT, (call.id, "reinvite"))
-
-    def _old_dialog_lost(self, recovery: Recovery, now: float, *, answered: bool) -> None:
-        """The re-INVITE on the old dialog failed: ring the phone anew. When it answered (481:
-        it rebooted) the old dialog is gone; when it stayed silent the dialog may linger on
-        the phone, so it keeps it and gets a BYE once the new leg is up."""
-        self._cancel_resume_reinvite(recovery)
-        failed = recovery.failed
-        if answered and failed.dialog is not None:
-            failed.dialog.terminate()
-        self._dial_back(recovery, now)
-
-    def _cancel_resume_reinvite(self, recovery: Recovery) -> None:
-        self._timers.cancel((recovery.call.id, "reinvite"))
-        if recovery.resume_reinvite is not None:
-            own = self._own.get(recovery.resume_reinvite)
-            if own is not None:
-                own.call_id = ""  # a late 2xx is still ACKed, but moves nothing
-            recovery.resume_reinvite = None
-
-    def _dial_back(self, recovery: Recovery, now: float) -> None:
-        failed = recovery.failed
-        contact = self.routes.current_contact(failed.endpoint) if failed.endpoint else None
-        if contact is None:
-            self._resume_failed(recovery, now)
-            return
-        self.ring(recovery, [contact], "resume", now, headers=AUTO_ANSWER_HEADERS)
-
-    def _resume_failed(self, recovery: Recovery, now: float) -> None:
-        if self.move(recovery.call, Trigger.RESUME_FAILED) is not None:
-            self.next_step(recovery, now)
 
     # --- transferring -------------------------------------------------------------------------
-    def _grace_expired(self, recovery: Recovery, now: float) -> None:
-        if recovery.survivor_down:
-            self._lose(recovery, "both parties failed", now)
-            return
-        if self.move(recovery.call, Trigger.GRACE_EXPIRED) is not None:
-            self.next_step(recovery, now)
-
-    def next_step(self, recovery: Recovery, now: float) -> None:
-        exclude = {recovery.failed.endpoint} if recovery.failed.endpoint is not None else set()
-        while recovery.steps and recovery.user is not None:
-            step = recovery.steps.pop(0)
-            contacts = self.routes.step_contacts(recovery.user, step, exclude)
-            if contacts:
-                self.ring(recovery, contacts, step, now)
-                return
-            if step == "voicemail" and self._voicemail(recovery, now):
-                return
-        self._lose(recovery, "the fallback chain is exhausted", now)
-
-    def ring(
-        self,
-        recovery: Recovery,
-        contacts: list[Contact],
-        step: str,
-        now: float,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        """Fork INVITEs to `contacts`, offering the survivor's SDP; the first 2xx wins."""
-        call = recovery.call
-        recovery.step = step
-        self._events.append(
-            CallTransferring(call.id, step, tuple(str(c.uri) for c in contacts), now)
-        )
-        if step not in ("resume", "pickup", "target", "refer"):
-            self._announce(recovery.survivor, "transferring")
-        survivor, failed = recovery.survivor, recovery.failed
-        # The new party sees the call as coming from the survivor, addressed to its own user.
-        caller = survivor.user or (call.callee if survivor is call.b else None) or "callkeeper"
-        callee = failed.user or (call.callee if failed is call.b else None) or "callkeeper"
-        body = recovery.survivor_sdp or b""
-        if recovery.survivor_down:
-            body = sdp_offers.held(body) or b""
-        extra = list(headers)
-        if failed.session is not None:
-            extra.append((SESSION_HEADER, failed.session))
-        for contact in contacts:
-            leg = Leg(
-                id=self.ids(),
-                is_caller=False,
-                flow=contact.flow,
-                user=contact.user or failed.user,
-                endpoint=contact.endpoint,
-                local_tag=self.ids(),
-                call_id=f"{self.ids()}-{self.ids()}@callkeeper",
-                local_sdp=body or None,
-            )
-            invite = build_invite(
-                self.local,
-                self.ids,
-                uri=contact.uri,
-                flow=contact.flow,
-                from_address=Address(URI("sip", user=caller, host=self.local.domain)).with_tag(
-                    leg.local_tag
-                ),
-                to_uri=URI("sip", user=callee, host=self.local.domain),
-                call_id=leg.call_id,
-                user_agent=self.user_agent,
-                body=body,
-                headers=extra,
-            )
-            if body and self.b2bua.media is not None:
-                # Offer the new leg our relay port (its own side), not the survivor's address.
-                invite.body = self.b2bua.sdp_to(call, survivor, leg, body)
-                leg.local_sdp = invite.body
-            leg.invite = invite
-            transaction_id = self.endpoint.send_request(invite, contact.flow, now)
-            leg.invite_transaction = transaction_id
-            attempt = Attempt(leg, invite, step)
-            recovery.attempts[transaction_id] = attempt
-            self._attempts[transaction_id] = (recovery, attempt)
-        self._timers.schedule(now + self.ring_timeout, (call.id, "ring"))
-
-    def stop_attempts(self, recovery: Recovery, now: float) -> None:
-        """CANCEL every attempt still ringing; a 2xx that crosses the CANCEL is ACKed and BYEd."""
-        self._timers.cancel((recovery.call.id, "ring"))
-        for transaction_id, attempt in recovery.attempts.items():
-            if attempt.done:
-                continue
-            attempt.done = True
-            self.endpoint.send_request(build_cancel(attempt.invite), attempt.leg.flow, now)
-            self._abandon.schedule(now + self.sip_timers.timer_b, transaction_id)
-        recovery.attempts.clear()
-
-    def _step_failed(self, recovery: Recovery, now: float) -> None:
-        self.stop_attempts(recovery, now)
-        if recovery.step == "resume":
-            self._resume_failed(recovery, now)
-        elif recovery.step in ("target", "refer"):
-            handover.not_taken(self, recovery, now)
-        else:
-            self.next_step(recovery, now)
-
-    def _voicemail(self, recovery: Recovery, now: float) -> bool:
-        """The built-in voicemail (needs the media relay): the relay greets the survivor and
-        records its message; the call stays up, bridged to nobody, until the survivor hangs
-        up or the relay stops recording (silence, maximum length)."""
-        media = self.b2bua.media
-        call, survivor, user = recovery.call, recovery.survivor, recovery.user
-        if media is None or user is None or not self.routes.has_voicemail(user):
-            return False
-        caller = survivor.user or (call.callee if survivor is call.b else None)
-        limits = (VOICEMAIL_MAX_SECONDS, VOICEMAIL_SILENCE_SECONDS)
-        if not media.has_side(survivor) or not media.record(call, survivor, user, caller, limits):
-            return False
-        recovery.step = "voicemail"
-        self._events.append(CallTransferring(call.id, "voicemail", ("voicemail",), now))
-        mailbox = Leg(
-            id=self.ids(),
-            is_caller=False,
-            flow=survivor.flow,  # no SIP: the relay is the other party
-            user=user,
-            endpoint="voicemail",
-            state=LegState.CONFIRMED,
-        )
-        self.connect(recovery, mailbox, "voicemail", now)
-        return True
 
     # --- answers ------------------------------------------------------------------------------
     def receive_response(self, transaction_id: int, response: Response, now: float) -> bool:
         """A response to an INVITE or re-INVITE of ours; False when it is not the engine's."""
-        entry = self._attempts.get(transaction_id)
+        entry = self.attempts.get(transaction_id)
         if entry is not None:
-            self._attempt_response(*entry, response, now)
+            recovery_fallback.attempt_response(self, *entry, response, now)
             return True
-        own = self._own.get(transaction_id)
+        own = self.own_reinvites.get(transaction_id)
         if own is not None:
-            self._own_response(transaction_id, own, response, now)
+            recovery_resume.own_response(self, transaction_id, own, response, now)
             return True
         return False
 
     def transaction_timed_out(self, transaction_id: int, now: float) -> bool:
-        entry = self._attempts.get(transaction_id)
+        entry = self.attempts.get(transaction_id)
         if entry is not None:
             recovery, attempt = entry
-            self._attempt_failed(recovery, attempt, now)
+            recovery_fallback.attempt_failed(self, recovery, attempt, now)
             return True
-        own = self._own.get(transaction_id)
+        own = self.own_reinvites.get(transaction_id)
         if own is not None:
-            self._own_failed(transaction_id, own, 408, now)
+            recovery_resume.own_failed(self, transaction_id, own, 408, now)
             return True
         return False
 
     def transaction_terminated(self, transaction_id: int) -> None:
-        self._attempts.pop(transaction_id, None)
-        self._own.pop(transaction_id, None)
-        self._abandon.cancel(transaction_id)
-
-    def _attempt_response(
-        self, recovery: Recovery, attempt: Attempt, response: Response, now: float
-    ) -> None:
-        status = response.status
-        if status < 200:
-            return
-        if status >= 300:
-            self._attempt_failed(recovery, attempt, now)
-            return
-        leg = attempt.leg
-        if leg is recovery.winner:
-            if leg.ack is not None:  # our ACK was lost: the 2xx came again
-                self.endpoint.send_stateless(leg.ack, leg.flow)
-            return
-        live = self.recoveries.get(recovery.call.id) is recovery
-        if not live or attempt.done or recovery.winner is not None:
-            self.b2bua.ack_and_bye(attempt.leg, response, now)
-            return
-        try:
-            leg.dialog = Dialog.create_uac(attempt.invite, response, self.ids)
-        except (DialogError, ParseError):
-            self._attempt_failed(recovery, attempt, now)
-            return
-        attempt.done = True
-        leg.ack = leg.dialog.create_ack(self.local.via(leg.flow))
-        self.endpoint.send_stateless(leg.ack, leg.flow)
-        leg.state = LegState.CONFIRMED
-        leg.remote_sdp = response.body if response.body else None
-        leg.session = response.headers.get(SESSION_HEADER)
-        leg.invite = None
-        recovery.attempts.pop(leg.invite_transaction or -1, None)
-        self.stop_attempts(recovery, now)
-        self.connect(recovery, leg, attempt.step, now)
-
-    def _attempt_failed(self, recovery: Recovery, attempt: Attempt, now: float) -> None:
-        if attempt.done:
-            return
-        attempt.done = True
-        if self.recoveries.get(recovery.call.id) is not recovery or recovery.winner is not None:
-            return
-        if all(a.done for a in recovery.attempts.values()):
-            self._step_failed(recovery, now)
-
-    def _own_response(
-        self, transaction_id: int, own: OwnReinvite, response: Response, now: float
-    ) -> None:
-        status = response.status
-        if status < 200:
-            return
-        leg = own.leg
-        if status >= 300:
-            self._own_failed(transaction_id, own, status, now)
-            return
-        if own.ack is not None:  # a retransmitted 2xx: our ACK was lost
-            self.endpoint.send_stateless(own.ack, leg.flow)
-            return
-        if leg.dialog is not None and leg.dialog.state is not DialogState.TERMINATED:
-            leg.dialog.receive_response(response)
-            own.ack = leg.dialog.create_ack(self.local.via(leg.flow))
-            self.endpoint.send_stateless(own.ack, leg.flow)
-        if response.body:
-            leg.remote_sdp = response.body
-        recovery = self.recoveries.get(own.call_id)
-        if recovery is None:
-            return
-        if own.purpose == "resume":
-            if transaction_id != recovery.resume_reinvite:
-                return
-            recovery.resume_reinvite = None
-            self._timers.cancel((recovery.call.id, "reinvite"))
-            self.connect(recovery, leg, "resume", now, new_dialog=False)
-        elif transaction_id == recovery.survivor_reinvite:
-            self._survivor_answered(recovery, own.purpose, now)
-
-    def _own_failed(self, transaction_id: int, own: OwnReinvite, status: int, now: float) -> None:
-        self._own.pop(transaction_id, None)
-        recovery = self.recoveries.get(own.call_id)
-        if recovery is None:
-            return
-        call_id = recovery.call.id
-        if own.purpose == "resume":
-            if transaction_id != recovery.resume_reinvite:
-                return
-            recovery.resume_reinvite = None
-            if status == 491:
-                self._timers.cancel((call_id, "reinvite"))
-                self._timers.schedule(now + GLARE_RETRY, (call_id, "retry-resume"))
-            else:
-                self._old_dialog_lost(recovery, now, answered=status != 408)
-            return
-        if transaction_id != recovery.survivor_reinvite:
-            return
-        recovery.survivor_reinvite = None
-        if status == 491:
-            recovery.survivor_owed = recovery.survivor_owed or own.purpose
-            self._timers.schedule(now + GLARE_RETRY, (call_id, "retry-survivor"))
-        elif status in (408, 481) and own.purpose == "unhold":
-            self._lose(recovery, f"the survivor is gone ({status})", now)
-        else:
-            # A survivor that will not be held still has its dialog: go on without the hold.
-            self._survivor_answered(recovery, own.purpose, now)
-
-    def _survivor_answered(self, recovery: Recovery, purpose: str, now: float) -> None:
-        recovery.survivor_reinvite = None
-        owed, recovery.survivor_owed = recovery.survivor_owed, None
-        if owed is not None:
-            self._reinvite_survivor(recovery, owed, now)
-        elif purpose == "unhold":
-            self._bridged(recovery, now)
-
-    # --- bridging -----------------------------------------------------------------------------
-    def connect(
-        self, recovery: Recovery, leg: Leg, step: str, now: float, *, new_dialog: bool = True
-    ) -> None:
-        """`leg` answered for the failed side: it takes that side; the survivor is un-held."""
-        call, failed = recovery.call, recovery.failed
-        recovery.winner = leg
-        recovery.winner_step = step
-        if new_dialog:
-            handover.report_answered(self, recovery, now)
-            self.b2bua.replace_leg(call, failed, leg)
-            self.b2bua.bye(failed, now)
-            self._unindex(failed.endpoint, call.id)
-            self._index(leg.endpoint, call.id)
-            self.routes.leg_moved(failed.endpoint, leg.endpoint, now)
-        if recovery.survivor_down and call.state is CallState.RESUMING:
-            self._wait_for_the_other_side(recovery, leg, now)
-            return
-        media = self.b2bua.media
-        if media is not None and media.has_side(recovery.survivor) and media.has_side(leg):
-            # The relay re-bridges: the survivor's phone keeps its session, no re-INVITE.
-            media.learn(call, leg, leg.remote_sdp or b"")
-            media.connect(recovery.survivor, leg)
-            self._bridged(recovery, now)
-            return
-        self._reinvite_survivor(recovery, "unhold", now)
-
-    def _wait_for_the_other_side(self, recovery: Recovery, returned: Leg, now: float) -> None:
-        """Both parties failed and this one came back first (it was offered held media): it
-        becomes the survivor, held, and the other side gets its own grace from when it failed."""
-        call = recovery.call
-        other = recovery.survivor
-        recovery.failed, recovery.survivor = other, returned
-        recovery.survivor_sdp = sdp_offers.sendrecv(returned.remote_sdp)
-        recovery.survivor_down = False
-        recovery.winner, recovery.winner_step, recovery.step = None, "", ""
-        recovery.back_at = None
-        recovery.reason = "both parties failed"
-        recovery.user = other.user
-        recovery.steps = list(self.fallback) if other.user is not None else []
-        recovery.keep_old_until_answer = False
-        recovery.grace_deadline = recovery.survivor_down_at + self.grace
-        self.move(call, Trigger.DOWN)  # resuming → holding, now for the other side
-        self._events.append(CallHeld(call.id, other.endpoint, recovery.reason, now))
-        self._timers.schedule(max(now, recovery.grace_deadline), (call.id, "grace"))
-
-    def _bridged(self, recovery: Recovery, now: float) -> None:
-        call = recovery.call
-        if self.move(call, Trigger.BRIDGED) is None:
-            return
-        self.recoveries.pop(call.id, None)
-        self._release(recovery, now)
-        winner = recovery.winner
-        step = recovery.winner_step
-        outcome = {"resume": "resumed", "voicemail": "voicemail"}.get(step, "transferred")
-        resume_seconds = now - recovery.back_at if recovery.back_at is not None else None
-        if outcome == "resumed" and resume_seconds is not None:
-            self.stats.resumed(resume_seconds)
-        self.stats.outcome(outcome)
-        self._events.append(
-            CallRecovered(
-                call.id,
-                outcome,
-                winner.endpoint if winner is not None else None,
-                winner is not recovery.failed,
-                now,
-                now - recovery.started,
-                resume_seconds if outcome == "resumed" else None,
-            )
-        )
-        if recovery.pickup is not None:
-            handover.answer_pickup(self, recovery, now)
-
-    def _lose(self, recovery: Recovery, reason: str, now: float) -> None:
-        """Nothing can take the call: release the survivor (the B2BUA sets `ended`)."""
-        call = recovery.call
-        assert next_state(call.state, Trigger.EXHAUSTED) is CallState.ENDED
-        self.recoveries.pop(call.id, None)
-        self._release(recovery, now)
-        self.stats.outcome("lost")
-        self._events.append(CallLost(call.id, reason, now))
-        media = self.b2bua.media
-        survivor = recovery.survivor
-        if (
-            media is not None
-            and self.announce
-            and media.has_side(survivor)
-            and media.play(survivor, ("goodbye",), None)
-        ):
-            # Tell the survivor before hanging up: the BYE follows the prompt.
-            self._ending[call.id] = (call, f"recovery failed: {reason}")
-            self._timers.schedule(now + GOODBYE_SECONDS, (call.id, "goodbye"))
-            return
-        self.b2bua.end_call(call, f"recovery failed: {reason}", now)
+        self.attempts.pop(transaction_id, None)
+        self.own_reinvites.pop(transaction_id, None)
+        self.abandon.cancel(transaction_id)
 
     def interrupt(self, recovery: Recovery, now: float) -> None:
         """Someone asked to move the call: whatever this recovery was trying stops (its
         ringing, a resume re-INVITE, the grace timer); a late answer to it is hung up."""
-        self._timers.cancel((recovery.call.id, "grace"))
-        self._cancel_resume_reinvite(recovery)
-        self.stop_attempts(recovery, now)
+        self.timers.cancel((recovery.call.id, "grace"))
+        recovery_resume.cancel_resume_reinvite(self, recovery)
+        recovery_fallback.stop_attempts(self, recovery, now)
 
     def give_up(self, recovery: Recovery, trigger: Trigger, now: float) -> None:
         """An asked-for move that did not happen: the call goes on as it was."""
         if self.move(recovery.call, trigger) is None:
             return
         self.recoveries.pop(recovery.call.id, None)
-        self._release(recovery, now)
+        self.release(recovery, now)
 
-    def _release(self, recovery: Recovery, now: float) -> None:
+    def release(self, recovery: Recovery, now: float) -> None:
         """Stop everything the recovery had running: timers, ringing, our pending re-INVITEs."""
         call_id = recovery.call.id
         for kind in ("grace", "ring", "reinvite", "retry-resume", "retry-survivor"):
-            self._timers.cancel((call_id, kind))
-        self.stop_attempts(recovery, now)
-        for own in list(self._own.values()):
+            self.timers.cancel((call_id, kind))
+        recovery_fallback.stop_attempts(self, recovery, now)
+        for own in list(self.own_reinvites.values()):
             if own.call_id == call_id and own.ack is None:
                 own.call_id = ""  # its answer is still ACKed, but nobody acts on it
 
@@ -891,11 +401,11 @@ class RecoveryEngine:
 
     # --- the clock -----------------------------------------------------------------------------
     def handle_timer(self, now: float) -> None:
-        for transaction_id in self._abandon.pop_due(now):
+        for transaction_id in self.abandon.pop_due(now):
             self.endpoint.abandon_transaction(transaction_id, now)
-        for call_id, kind in self._timers.pop_due(now):
+        for call_id, kind in self.timers.pop_due(now):
             if kind == "goodbye":
-                ending = self._ending.pop(call_id, None)
+                ending = self.ending.pop(call_id, None)
                 if ending is not None and ending[0].state is not CallState.ENDED:
                     self.b2bua.end_call(ending[0], ending[1], now)
                 continue
@@ -903,18 +413,18 @@ class RecoveryEngine:
             if recovery is None:
                 continue
             if kind == "grace":
-                self._grace_expired(recovery, now)
+                recovery_fallback.grace_expired(self, recovery, now)
             elif kind == "ring":
-                self._step_failed(recovery, now)
+                recovery_fallback.step_failed(self, recovery, now)
             elif kind == "reinvite":
-                self._old_dialog_lost(recovery, now, answered=False)
+                recovery_resume.old_dialog_lost(self, recovery, now, answered=False)
             elif kind == "retry-resume":
                 if recovery.call.state is CallState.RESUMING:
-                    self._send_resume_reinvite(recovery, now)
+                    recovery_resume.send_resume_reinvite(self, recovery, now)
             elif kind == "retry-survivor":
                 owed, recovery.survivor_owed = recovery.survivor_owed, None
                 if owed is not None:
-                    self._reinvite_survivor(recovery, owed, now)
+                    recovery_resume.reinvite_survivor(self, recovery, owed, now)
 
     # --- helpers --------------------------------------------------------------------------------
     def move(self, call: Call, trigger: Trigger) -> CallState | None:

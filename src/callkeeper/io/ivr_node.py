@@ -33,12 +33,9 @@ import structlog
 
 from callkeeper.config import Config
 from callkeeper.ivr import node_commands as nc
-from callkeeper.ivr.node import (
-    CHECKPOINT_NAMESPACE,
-    IvrNode,
-    NodeSettings,
-    decode_envelope,
-)
+from callkeeper.ivr.envelope import CHECKPOINT_NAMESPACE, decode_envelope
+from callkeeper.ivr.node import IvrNode
+from callkeeper.ivr.node_model import NodeSettings
 from callkeeper.ivr.script import Script
 from callkeeper.ivr.session import decode_checkpoint
 from callkeeper.media import rtp

@@ -36,7 +36,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from callkeeper.io.stream import StreamHandler, StreamTimeouts
-from callkeeper.sip.parser import MAX_BODY_BYTES, MAX_HEADER_BYTES, parse_ws_message
+from callkeeper.sip.head_parser import MAX_HEADER_BYTES
+from callkeeper.sip.parser import MAX_BODY_BYTES, parse_ws_message
 from callkeeper.sip.transport import Flow
 
 log = structlog.get_logger(__name__)

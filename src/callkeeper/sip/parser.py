@@ -3,7 +3,9 @@
 `parse_message` takes one datagram. `StreamParser` frames messages out of a TCP/TLS byte stream by
 Content-Length, across partial reads and pipelined messages, and reports CRLF keep-alive pings
 and pongs. `parse_ws_message` takes one WebSocket message (RFC 7118): one SIP message or a CRLF
-keep-alive, as a stream item.
+keep-alive, as a stream item. This module's job is that framing — where a message's head ends,
+how long its body is, what a stream does next — and the errors a caller sees; reading the head
+is head_parser.py's, and judging the header values header_checks.py's.
 
 Every problem becomes a `ParseError`, never another exception. When the request can still be
 answered — its top Via says where a response goes — the error is a `PartialRequestError` that
@@ -14,81 +16,24 @@ Via are plain `ParseError`s: there is no one to answer, so they are dropped.
 
 The parser checks the headers the core relies on — Via, From, To, Call-ID, CSeq, Max-Forwards,
 Content-Length, Contact, Route, Record-Route, Expires, Date, Content-Type — against the RFC 3261
-grammar, and leaves what it parsed in the message's cache for `.top_via`, `.from_addr` etc.
-Other headers are kept as text. Limits (`MAX_HEADER_BYTES`, `MAX_HEADER_LINES`, `MAX_BODY_BYTES`)
-are checked before any work that grows with the input, so a huge message costs a length check.
-
-Speed matters here (every datagram comes through), so the common case takes a fast path: the
-header section is cut up with a few C-level string operations, names already seen skip the
-token check, parsed addresses, sent-by values and Request-URIs are memoized by their text (they
-are immutable; see address.MEMO_SIZE), and a message that is sent on unchanged goes out as the
-octets it came in as. Anything unusual — folding, odd line ends, control characters, a name not
-seen before — takes the slow path, which is the reference: both give the same result.
+grammar (header_checks.py), and leaves what it parsed in the message's cache for `.top_via`,
+`.from_addr` etc. Other headers are kept as text. Limits (`MAX_HEADER_BYTES`, `MAX_HEADER_LINES`
+in head_parser.py, `MAX_BODY_BYTES` here) are checked before any work that grows with the
+input, so a huge message costs a length check. A message that is sent on unchanged goes out as
+the octets it came in as.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
 
-from callkeeper.sip import address
-from callkeeper.sip.address import PARAMS_PATTERN, TOKEN, parse_address
 from callkeeper.sip.errors import MessageTooLarge, ParseError
-from callkeeper.sip.headers import Headers, canonical, split_list
-from callkeeper.sip.message import (
-    SIP_VERSION,
-    Message,
-    Request,
-    Response,
-    new_request,
-    parse_cseq,
-)
-from callkeeper.sip.uri import URI, parse_uri
-from callkeeper.sip.via import parse_via, via_sent_by
+from callkeeper.sip.head_parser import MAX_HEADER_BYTES, Head, parse_head_section
+from callkeeper.sip.header_checks import Problem
+from callkeeper.sip.message import Message, Request
+from callkeeper.sip.via import via_sent_by
 
-MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024
-MAX_HEADER_LINES = 512
-
-_TOKEN_RE = re.compile(TOKEN)
-_VERSION_RE = re.compile(r"[Ss][Ii][Pp]/[0-9]++\.[0-9]++")
-# Status-Line: SIP-Version SP 3DIGIT SP Reason-Phrase. Codes above 699 are refused
-# (RFC 4475 §3.1.2.19); a missing SP before an empty reason is tolerated.
-_STATUS_LINE_RE = re.compile(r"([Ss][Ii][Pp]/[0-9]++\.[0-9]++) ([1-6][0-9][0-9])(?: (.*+))?")
-_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]++"
-_CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
-# Control characters other than HTAB, CR, LF: allowed only as a quoted-pair (RFC 3261 §25.1).
-_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_NOT_CTL = bytes(b for b in range(256) if b in (9, 10, 13) or 32 <= b != 127)
-# rfc1123-date, which SIP restricts to GMT (RFC 3261 §20.17; RFC 4475 §3.1.2.12).
-_DATE_RE = re.compile(
-    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
-    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
-)
-# media-type *(SEMI m-parameter): the parameters as any header's.
-_CONTENT_TYPE_RE = re.compile(rf"{TOKEN}[ \t]*+/[ \t]*+{TOKEN}{PARAMS_PATTERN}")
-
-# Headers looked at while the header section is read, so validation need not search for them.
-_CHECKED = frozenset(
-    {
-        "via", "from", "to", "call-id", "cseq", "content-length", "max-forwards", "expires",
-        "contact", "route", "record-route", "date", "content-type",
-    }
-)  # fmt: skip
-_CHECKED_FIRST = frozenset(
-    {"via", "from", "to", "call-id", "cseq", "content-length", "max-forwards", "contact"}
-)
-# raw header name (as it appeared before the colon) -> (lookup key, name without trailing LWS);
-# only names that passed the token check get in, and the table is bounded.
-_NAMES: dict[str, tuple[str, str]] = {}
-_NAMES_MAX = 4096
-_METHODS: set[str] = set()  # methods already found to be tokens (bounded like _NAMES)
-# Request-URIs by their text, like the address memo (see address.MEMO_SIZE): URIs are immutable.
-_URI_MEMO: dict[str, URI] = {}
-
-Problem = tuple[str, int]  # (reason, status)
 
 
 class PartialRequestError(ParseError):
@@ -131,7 +76,7 @@ def parse_message(data: bytes) -> Message:
         head_end, body_start = end, end + 4
     else:
         raise ParseError("no end of header section")
-    message, problem, via, length, _, clean = _parse_head(data[start:head_end])
+    message, problem, via, length, _, clean = parse_head_section(data[start:head_end])
     if length is None:
         body = data[body_start:]
     else:
@@ -149,361 +94,6 @@ def parse_message(data: bytes) -> Message:
         wire = data if start == 0 and end == len(data) else data[start:end]
         message._received = (message.headers.revision, clean, body, wire)
     return message
-
-
-def parse_head(head: bytes) -> Message:
-    """Parse a start line and header section (without the blank line); validates the message."""
-    message, problem, via, _, _, _ = _parse_head(head)
-    if problem is not None:
-        raise _error(message, problem, via)
-    return message
-
-
-# --- the header section -----------------------------------------------------------------------
-
-# (message, problem, first Via line — which decides whether a request can be answered —,
-#  Content-Length when present and valid, why that Content-Length cannot frame a stream,
-#  the start line if the message may be sent on as received)
-_Head = tuple[Message, Problem | None, str | None, int | None, Problem | None, str | None]
-
-
-def _parse_head(head: bytes) -> _Head:
-    if len(head) > MAX_HEADER_BYTES:
-        raise MessageTooLarge("header section too large")
-    breaks = head.count(b"\n")
-    if breaks >= MAX_HEADER_LINES:
-        raise MessageTooLarge(f"more than {MAX_HEADER_LINES} header lines")
-    text = head.decode("utf-8", "surrogateescape")
-    problem: Problem | None = None
-    crlfs = head.count(b"\r\n")
-    separator = "\r\n" if crlfs else "\n"
-    if crlfs != (breaks if crlfs else 0) or head.count(b"\r") != crlfs:
-        problem = ("bare CR or LF in the header section", 400)
-
-    lines = text.split(separator)
-    if problem is None and head.translate(None, _NOT_CTL):  # empty unless control characters
-        problem = _control_characters(lines)
-    start = lines[0]
-    del lines[0]
-    request_line: tuple[str, URI, str] | None = None
-    fatal: ParseError | None = None
-    response: Response | None = None
-    try:
-        if start[:1] in ("S", "s") and start[:4].upper() == "SIP/":
-            response = _status_line(start)
-        else:
-            request_line, start_problem = _request_line(start)
-            if start_problem is not None:
-                problem = _worse(problem, start_problem)
-    except ParseError as error:
-        # Not a message one could answer; the headers are still read, for a stream's framing.
-        fatal = error
-
-    items = _read_headers(lines) if problem is None else None
-    if items is None:
-        # Folded lines, a line that is no header, a name not seen before: line by line.
-        items = []
-        slow_problem = _read_headers_slowly(lines, items)
-        problem = problem or slow_problem
-    # The checked headers: each one's first value, and all values of those that repeat.
-    pairs = [(key, value) for key, _, value in items if key in _CHECKED]
-    first = dict(reversed(pairs))
-    index: Index = (first, _repeated(pairs) if len(first) != len(pairs) else _NO_REPEATS)
-    headers = Headers._from_parsed(items)
-
-    request: Request | None = None
-    message: Message
-    if request_line is not None:
-        message = request = new_request(*request_line, headers)
-    elif response is not None:
-        message = response
-        response.headers = headers
-    else:
-        message = Message(headers)
-
-    length, framing = _content_length(index)
-    if fatal is not None:
-        problem = (fatal.reason, fatal.status)
-    elif problem is None or problem[1] < 500:
-        # A 505 says it all; otherwise look for the 400s (which outrank a 416).
-        problem = _worse(problem, framing or _validate(message, request, index))
-    # Clean CRLF text with an exact Content-Length can go back out as received (to_bytes()).
-    clean = (
-        problem is None and crlfs and length is not None and first["content-length"] == str(length)
-    )
-    return message, problem, first.get("via"), length, framing, start if clean else None
-
-
-# The checked headers of a message: the first value of each, and all values of those that
-# repeat (a plain tuple: it is made for every message).
-Index = tuple[dict[str, str], dict[str, list[str]]]
-
-
-def _all_values(index: Index, key: str) -> list[str] | None:
-    """Every value (line) of header `key`, or None when absent."""
-    values = index[1].get(key)
-    if values is not None:
-        return values
-    value = index[0].get(key)
-    return None if value is None else [value]
-
-
-_NO_REPEATS: dict[str, list[str]] = {}
-
-
-def _repeated(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for key, value in pairs:
-        grouped.setdefault(key, []).append(value)
-    return {key: values for key, values in grouped.items() if len(values) > 1}
-
-
-def _read_headers(lines: list[str]) -> list[tuple[str, str, str]] | None:
-    """The fast path: every line `name: value` with a name seen before (so known to be a token).
-
-    None sends the section to the slow path: a line without a colon (ValueError), or a name
-    not in the table yet — new, not a token, or a continuation line's leading SP (KeyError).
-    """
-    names = _NAMES
-    try:
-        pairs = [line.split(":", 1) for line in lines]
-        return [names[name] + (value.strip(" \t"),) for name, value in pairs]
-    except (KeyError, ValueError):
-        return None
-
-
-def _read_headers_slowly(lines: list[str], items: list[tuple[str, str, str]]) -> Problem | None:
-    """Line by line, joining folded lines (§7.3.1), skipping and reporting bad lines."""
-    problem: Problem | None = None
-    if lines and lines[0][:1] in (" ", "\t"):
-        problem = ("continuation line before the first header", 400)
-    names = _NAMES
-    for line in _unfold(lines):
-        colon = line.find(":")
-        if colon <= 0:
-            problem = problem or (f"bad header line {line[:40]!r}", 400)
-            continue
-        raw_name = line[:colon]
-        known = names.get(raw_name)
-        if known is None:
-            name = raw_name.rstrip(" \t")
-            if _TOKEN_RE.fullmatch(name) is None:
-                problem = problem or (f"bad header name {name[:40]!r}", 400)
-                continue
-            known = (canonical(name), name)
-            if len(names) < _NAMES_MAX:
-                names[raw_name] = known
-        items.append((*known, line[colon + 1 :].strip(" \t")))
-    return problem
-
-
-def _worse(current: Problem | None, new: Problem | None) -> Problem | None:
-    """The problem to report: 505 before a syntax error (400) before 416; else the first."""
-    if new is None:
-        return current
-    if current is None:
-        return new
-    rank = {505: 3, 416: 1}
-    return new if rank.get(new[1], 2) > rank.get(current[1], 2) else current
-
-
-def _control_characters(lines: list[str]) -> Problem | None:
-    """Refuse control characters except where a quoted-pair escapes them (RFC 4475 §3.1.1.2)."""
-    for number, line in enumerate(lines):
-        for match in _CTL_RE.finditer(line):
-            position = match.start()
-            if number == 0 or position == 0 or line[position - 1] != "\\":
-                return (f"control character in {line[:40]!r}", 400)
-    return None
-
-
-def _unfold(lines: list[str]) -> list[str]:
-    """Join continuation lines (starting with SP/HT) to their header with one SP (§7.3.1).
-
-    Parts are collected and joined once, so many continuation lines cost linear time.
-    """
-    unfolded: list[list[str]] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if unfolded:
-                part = line.strip(" \t")
-                if part:
-                    unfolded[-1].append(part)
-        else:
-            unfolded.append([line])
-    return [" ".join(parts) for parts in unfolded]
-
-
-def _status_line(line: str) -> Response:
-    match = _STATUS_LINE_RE.fullmatch(line)
-    if match is None:
-        raise ParseError(f"bad status line {line[:64]!r}")
-    version, code, reason = match.groups()
-    if version.upper() != SIP_VERSION:
-        raise ParseError(f"unsupported version {version[:16]!r}", status=505)
-    return Response(int(code), reason or "", version=version)
-
-
-def _request_line(line: str) -> tuple[tuple[str, URI, str], Problem | None]:
-    """Method SP Request-URI SP SIP-Version. Raises ParseError if it is not a request at all."""
-    first = line.find(" ")
-    last = line.rfind(" ")
-    if first <= 0 or last == first:
-        raise ParseError(f"bad request line {line[:64]!r}")
-    method = line[:first]
-    if method not in _METHODS:
-        if _TOKEN_RE.fullmatch(method) is None:
-            raise ParseError(f"bad method {method[:32]!r}")
-        if len(_METHODS) < _NAMES_MAX:
-            _METHODS.add(method)
-    uri_text = line[first + 1 : last]
-    version = line[last + 1 :]
-    problem: Problem | None = None
-    if version != SIP_VERSION:
-        if _VERSION_RE.fullmatch(version) is None:
-            problem = (f"bad SIP version {version[:16]!r}", 400)
-        elif version.upper() != SIP_VERSION:
-            problem = (f"SIP version {version[:16]} not supported", 505)
-    uri = _URI_MEMO.get(uri_text)
-    try:
-        if uri is None:
-            uri = parse_uri(uri_text)
-            if len(uri_text) <= 256 and address.MEMO_SIZE:
-                if len(_URI_MEMO) >= address.MEMO_SIZE:
-                    _URI_MEMO.clear()
-                _URI_MEMO[uri_text] = uri
-    except ParseError as error:
-        problem = _worse(problem, (error.reason, error.status))
-        if error.status == 416:  # well-formed, of another scheme: keep it as such
-            uri = parse_uri(uri_text, any_scheme=True)
-        else:
-            # Extra SP (RFC 4475 §3.1.2.8-10), <> around the URI (§3.1.2.7) ...: keep the text.
-            scheme, _, rest = uri_text.partition(":")
-            uri = URI(scheme.lower() if rest else "", _text=uri_text, opaque=rest or uri_text)
-    else:
-        if uri.headers:
-            problem = _worse(problem, ("headers in the Request-URI", 400))  # §19.1.1 table 1
-    return (method, uri, version), problem
-
-
-def _content_length(index: Index) -> tuple[int | None, Problem | None]:
-    """The Content-Length, and the reason a stream could not be framed by it."""
-    value = index[0].get("content-length")
-    if value is None:
-        return None, None
-    values = index[1].get("content-length")
-    if values is not None and any(other != value for other in values):
-        return None, ("conflicting Content-Length headers", 400)  # RFC 4475 §3.3.9
-    length = _number(value, 9_999_999_999, 10)
-    if length is None:
-        return None, (f"bad Content-Length {value[:16]!r}", 400)  # RFC 4475 §3.1.2.3
-    return length, None
-
-
-def _validate(message: Message, request: Request | None, index: Index) -> Problem | None:
-    """Check the headers every message needs (§8.1.1) and the ones the core reads.
-
-    Parsed values go into the message's cache, stamped with the headers' revision, so the
-    views (`.top_via`, `.from_addr` ...) do not parse them again.
-    """
-    revision = message.headers.revision
-    cache = message._cache
-    first, repeated = index
-    try:
-        value = first.get("via")
-        if value is None:
-            raise ParseError("missing Via header")
-        lines = repeated.get("via")
-        if lines is None and "," not in value:
-            lines = [value]
-            vias = [parse_via(value)]
-        else:
-            lines = lines or [value]
-            vias = [parse_via(via) for line in lines for via in split_list(line)]
-            if not vias:
-                raise ParseError("empty Via header")
-        cache["via"] = (revision, tuple(lines), vias)
-        cache["top-via"] = (revision, value, vias[0])
-        if repeated:
-            for key in ("from", "to", "call-id", "cseq", "max-forwards"):
-                if key in repeated:
-                    raise ParseError(f"repeated {key} header")
-        value = first.get("from")
-        if value is None:
-            raise ParseError("missing From header")
-        cache["from"] = (revision, value, parse_address(value))
-        value = first.get("to")
-        if value is None:
-            raise ParseError("missing To header")
-        cache["to"] = (revision, value, parse_address(value))
-        value = first.get("call-id")
-        if value is None or _CALL_ID_RE.fullmatch(value) is None:
-            raise ParseError(f"missing or bad Call-ID {(value or '')[:40]!r}")
-        cache["call-id"] = (revision, value, value)
-        value = first.get("cseq")
-        if value is None:
-            raise ParseError("missing CSeq header")
-        cseq = parse_cseq(value)
-        cache["cseq"] = (revision, value, cseq)
-        if request is not None:
-            if cseq.method != request.method:
-                raise ParseError("CSeq method does not match the request method")
-            value = first.get("max-forwards")
-            if value is not None and _number(value, 255, 3) is None:
-                raise ParseError("bad Max-Forwards header")
-        value = first.get("contact")
-        if value is not None:
-            lines = repeated.get("contact")
-            if lines is None and "," not in value:
-                lines = [value]
-                contacts = [value]
-            else:
-                lines = lines or [value]
-                contacts = [contact for line in lines for contact in split_list(line)]
-            parsed = [parse_address(c) for c in contacts] if contacts != ["*"] else []
-            cache["contact"] = (revision, tuple(lines), parsed)
-        if not first.keys() <= _CHECKED_FIRST:  # skip the look-ups when none of the rest is there
-            _validate_more(index, cache, revision)
-    except ParseError as error:
-        return (error.reason, error.status)
-    return None
-
-
-def _validate_more(index: Index, cache: dict[str, tuple[int, Any, Any]], revision: int) -> None:
-    first, repeated = index
-    value = first.get("expires")
-    if value is not None and ("expires" in repeated or not value.isdigit() or not value.isascii()):
-        # Out-of-range values may be read as the default (RFC 4475 §3.1.2.4): not checked.
-        raise ParseError("bad Expires header")
-    for key in ("route", "record-route"):
-        lines = _all_values(index, key)
-        if lines is not None:
-            routes = [route for line in lines for route in split_list(line)]
-            if any(route[:1] != "<" for route in routes):
-                raise ParseError(f"{key} value without <> (name-addr required)")
-            cache[key] = (revision, tuple(lines), [parse_address(route) for route in routes])
-    value = first.get("date")
-    if value is not None and ("date" in repeated or _DATE_RE.fullmatch(value) is None):
-        raise ParseError("bad Date header (RFC 1123 date in GMT required)")
-    value = first.get("content-type")
-    if value is not None and (
-        "content-type" in repeated or _CONTENT_TYPE_RE.fullmatch(value) is None
-    ):
-        raise ParseError("bad Content-Type header")
-
-
-def _number(text: str, maximum: int, digits: int) -> int | None:
-    """1*DIGIT (leading zeros allowed, RFC 4475 §3.1.1.1) up to `maximum` (`digits` digits
-    long), else None. The length is checked before int(): a long digit string is an error,
-    not a long conversion (Python refuses more than 4300 digits anyway)."""
-    if not text.isascii() or not text.isdigit():
-        return None
-    if len(text) > digits:
-        text = text.lstrip("0") or "0"
-        if len(text) > digits:
-            return None
-    value = int(text)
-    return value if value <= maximum else None
 
 
 def _error(message: Message, problem: Problem, via: str | None) -> ParseError:
@@ -566,7 +156,7 @@ class StreamParser:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._need_body: tuple[_Head, bytes, int] | None = None
+        self._need_body: tuple[Head, bytes, int] | None = None
         self._broken = False
         self._scan = 0  # where to resume looking for the end of the header section
         self._half_ping = False  # the last item was a lone CRLF at the end of the buffer
@@ -638,7 +228,7 @@ class StreamParser:
         head_bytes = bytes(buffer[:head_end])
         del buffer[:body_start]
         try:
-            head = _parse_head(head_bytes)
+            head = parse_head_section(head_bytes)
         except MessageTooLarge as error:  # (a bad start line is reported with the head)
             return self._break(error)
         if head[4] is not None:
@@ -652,7 +242,7 @@ class StreamParser:
             return None
         return self._complete(head, head_bytes, length)
 
-    def _complete(self, head: _Head, head_bytes: bytes, length: int) -> Message | ParseError:
+    def _complete(self, head: Head, head_bytes: bytes, length: int) -> Message | ParseError:
         buffer = self._buffer
         message, problem, via, _, _, clean = head
         body = message.body = bytes(buffer[:length])
