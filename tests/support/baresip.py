@@ -31,9 +31,11 @@ from typing import Any
 
 import pytest
 
+from support.ports import port_free
+
 BLOCK = 16  # ports per instance
-# Below Linux's ephemeral range (32768-60999), where free_port() hands out its ports, and below
-# callkeeper's default media range (20000-29999).
+# Below Linux's ephemeral range (32768-60999) and callkeeper's default media range
+# (20000-29999), above free_port()'s area (support/ports.py).
 _PORT_AREA = (11000, 19984)
 _reserved_bases: set[int] = set()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -47,16 +49,6 @@ def baresip_binary() -> str:
     return path
 
 
-def _port_is_free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def reserve_port_block(size: int = BLOCK) -> int:
     """The first port of `size` consecutive ports free for UDP and TCP on 127.0.0.1 right now,
     never handed out twice in one test process (other test runs on the machine are avoided by
@@ -67,7 +59,7 @@ def reserve_port_block(size: int = BLOCK) -> int:
     for base in bases:
         if base in _reserved_bases:
             continue
-        if all(_port_is_free(port) for port in range(base, base + size)):
+        if all(port_free(port) for port in range(base, base + size)):
             _reserved_bases.add(base)
             return base
     raise RuntimeError("no free block of ports for baresip")

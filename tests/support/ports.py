@@ -1,9 +1,17 @@
-"""Free ports for tests that run side by side (bind to port 0, or probe UDP and TCP together)."""
+"""Free ports for tests that run side by side: probed for UDP and TCP, picked at random."""
 
 from __future__ import annotations
 
+import random
 import socket
 
+# Ports are picked below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 and up
+# by default), never from it: a test that polls a server not listening yet could otherwise be
+# given the very same port as its own source port, connect to itself (TCP self-connect) and
+# read back its own request ("BadStatusLine: GET /healthz"). Above this area are baresip's port
+# blocks (11000-19984), callkeeper's default media range (20000-29999) and the relay tests' RTP
+# ranges (30000-32000); the top is kept 300 below 11000 for tests that use port..port+199.
+_PORT_AREA = (2000, 10700)
 _handed_out: set[int] = set()
 
 
@@ -11,22 +19,27 @@ def free_port() -> int:
     """A port that is free for both UDP and TCP on 127.0.0.1 right now.
 
     Never the same port twice in one test process: a port handed out but not bound yet would
-    otherwise look free to the next caller.
+    otherwise look free to the next caller. Other test runs on the machine are avoided by
+    probing and by picking at random.
     """
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                if port in _handed_out:
-                    continue
-                _handed_out.add(port)
-                return port
+    for _ in range(500):
+        port = random.randrange(*_PORT_AREA)
+        if port in _handed_out or not port_free(port):
+            continue
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free UDP+TCP port found")
+
+
+def port_free(port: int) -> bool:
+    """Nothing holds `port` on 127.0.0.1 for UDP or TCP right now."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def free_ports(count: int) -> list[int]:
