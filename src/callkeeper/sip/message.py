@@ -203,6 +203,11 @@ class Message:
         value = self.headers.get("content-type")
         return value.split(";", 1)[0].strip().lower() if value else None
 
+    @property
+    def has_sdp(self) -> bool:
+        """A body, and it is SDP (the offer/answer a call's legs exchange)."""
+        return bool(self.body) and self.content_type == "application/sdp"
+
     # --- wire form -----------------------------------------------------------------------
     def start_line(self) -> str:
         raise NotImplementedError
