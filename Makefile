@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEBIAN_TEST_PACKAGES := sip-tester sipsak baresip-core sox espeak-ng redis-server rtpengine-daemon iptables iproute2 openssl
+DEBIAN_TEST_PACKAGES := sip-tester sipsak baresip-core sox espeak-ng redis-server rtpengine-daemon iptables iproute2 openssl dnsmasq-base
 DEBIAN_BENCH_PACKAGES := $(DEBIAN_TEST_PACKAGES) kamailio
 JSSIP := tests/support/jssip
 

@@ -135,8 +135,8 @@ class RecoverySection(BaseModel):
     ring_timeout: float = Field(default=20.0, gt=0)
     feature_code: Annotated[str, Field(min_length=1, pattern=r"^[0-9*#A-Za-z]+$")] = "*86"
     # Where the `voicemail` fallback step sends a call until the built-in voicemail arrives
-    # with the media plane: a SIP URI (IP literal) of a voicemail server; the failed user's
-    # name becomes its user part (the mailbox) unless the URI has one.
+    # with the media plane: a SIP URI of a voicemail server (a host name is resolved, see
+    # [dns]); the failed user's name becomes its user part (the mailbox) unless the URI has one.
     voicemail_uri: str | None = None
 
     @field_validator("voicemail_uri")
@@ -153,6 +153,11 @@ class RecoverySection(BaseModel):
             raise ValueError(f"not a SIP URI: {error.reason}") from None
         if not uri.is_sip:
             raise ValueError("must be a sip: or sips: URI")
+        from callkeeper.sip.locate import host_name_problem
+
+        problem = host_name_problem(uri.host)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -293,6 +298,56 @@ class AuthSection(BaseModel):
     )
 
 
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """`IP`, `IP:PORT`, `IPv6` or `[IPv6]:PORT` → (IP, PORT), port 53 unless given."""
+    host, port_text = text.strip(), ""
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not IP or IP:PORT")
+        port_text = rest[1:]
+    elif host.count(":") == 1:  # more than one colon: a bare IPv6 address
+        host, _, port_text = host.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not IP or IP:PORT") from None
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ValueError(f"{text!r}: bad port {port_text!r}")
+    return host, int(port_text or 53)
+
+
+class DnsSection(BaseModel):
+    """Where host names in SIP URIs (trunks, static contacts, voicemail_uri) are resolved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Resolvers to ask (IP or IP:PORT); empty: the system's (/etc/resolv.conf).
+    servers: list[str] = Field(default_factory=list)
+    # Answers are kept for their TTL clamped to [min_ttl, max_ttl]; a failed look-up is tried
+    # again after min_ttl, and the last good answer stays in use meanwhile.
+    min_ttl: float = Field(default=30.0, gt=0)
+    max_ttl: float = Field(default=3600.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)  # for one look-up, all servers and retries
+
+    @field_validator("servers")
+    @classmethod
+    def _check_servers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_dns_server(item)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DnsSection:
+        if self.max_ttl < self.min_ttl:
+            raise ValueError("max_ttl must not be smaller than min_ttl")
+        return self
+
+    @property
+    def server_addresses(self) -> list[tuple[str, int]]:
+        return [parse_dns_server(item) for item in self.servers]
+
+
 class UserConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -344,6 +399,7 @@ class Config(BaseSettings):
     users: list[UserConfig] = Field(default_factory=list)
     trunks: list[TrunkConfig] = Field(default_factory=list)
     ivr: IvrSection = Field(default_factory=IvrSection)
+    dns: DnsSection = Field(default_factory=DnsSection)
 
     @model_validator(mode="after")
     def _unique_users(self) -> Config:

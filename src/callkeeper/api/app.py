@@ -29,6 +29,7 @@ from callkeeper.calls.histogram import Histogram
 from callkeeper.calls.manager import CallManager
 from callkeeper.io.driver import Driver
 from callkeeper.io.relay import MediaRelay
+from callkeeper.io.resolver import DnsResolver
 from callkeeper.io.rtpengine import RtpengineMedia
 from callkeeper.io.voicemail import VoicemailStore
 from callkeeper.ivr.envelope import CHECKPOINT_NAMESPACE, decode_envelope
@@ -179,6 +180,25 @@ class MediaCollector(Collector):
             "callkeeper_media_bind_failures",
             "Relay ports that could not be bound",
             value=relay.bind_failures,
+        )
+
+
+class DnsCollector(Collector):
+    """Host names in the configuration and how their look-ups go (io/resolver.py)."""
+
+    def __init__(self, resolver: DnsResolver) -> None:
+        self._resolver = resolver
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "callkeeper_dns_failures",
+            "DNS look-ups of configured host names that failed (the last answer stays in use)",
+            value=self._resolver.failures,
+        )
+        yield GaugeMetricFamily(
+            "callkeeper_dns_unresolved",
+            "Configured host names with no address yet (calls to them fail)",
+            value=self._resolver.unresolved,
         )
 
 

@@ -11,8 +11,9 @@ commands; `next_event()` yields what the API and metrics want to know.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from callkeeper.calls import handover, mwi
@@ -42,6 +43,7 @@ from callkeeper.directory import (
     RegistrarCommand,
     RegistrarEvent,
     RegistrarSettings,
+    StaticContact,
     UserTarget,
 )
 from callkeeper.liveness import EndpointAlive, EndpointDown, LivenessEvent
@@ -57,6 +59,7 @@ from callkeeper.sip.endpoint import (
     WireCommand,
 )
 from callkeeper.sip.errors import ParseError
+from callkeeper.sip.locate import DEFAULT_PORTS, Lookup, lookup_for, uri_transport
 from callkeeper.sip.message import Request, Response, has_to_tag
 from callkeeper.sip.parser import StreamItem
 from callkeeper.sip.stats import SipStats
@@ -74,7 +77,6 @@ from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI, parse_uri
 
 RandomBytes = Callable[[int], bytes]
-_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80}
 # Out-of-dialog requests of these methods only make sense inside a dialog we do not have.
 _DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
 
@@ -146,6 +148,8 @@ class CallManager:
         self._ivr_turn = 0
         self._watched_statics = False
         self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
+        # Host names of configured URIs → their addresses, best first (io/resolver.py fills it).
+        self._resolved: dict[Lookup, tuple[tuple[str, int], ...]] = {}
         self.calls_completed = 0
         self._commands: deque[RegistrarCommand] = deque()
         self._events: deque[ManagerEvent] = deque()
@@ -172,6 +176,40 @@ class CallManager:
             ring_timeout=recovery.ring_timeout,
             announce=recovery.announce,
         )
+        wanted = self.dns_lookups()
+        self._resolved = {lookup: v for lookup, v in self._resolved.items() if lookup in wanted}
+
+    # --- host names (resolved ahead of time by io/resolver.py) ----------------------------------
+    def dns_lookups(self) -> set[Lookup]:
+        """The DNS look-ups the configured URIs need: static contacts, trunks, voicemail_uri.
+        (A `mobile` is reached through the trunk that serves its host or its number.)"""
+        uris = [static.uri for static in self.directory.all_static_contacts()]
+        uris += [trunk.uri for trunk in self.directory.trunks.trunks if trunk.uri.is_sip]
+        if self.config.recovery.voicemail_uri is not None:
+            uris.append(parse_uri(self.config.recovery.voicemail_uri))
+        return {lookup for lookup in map(lookup_for, uris) if lookup is not None}
+
+    def set_resolved(
+        self, lookup: Lookup, addresses: Iterable[tuple[str, int]], now: float
+    ) -> None:
+        """The addresses `lookup` resolved to, best first; calls use the first from now on.
+        Static contacts behind the name are probed at the new address."""
+        addresses = tuple(addresses)
+        previous = self._resolved.get(lookup, ())
+        if addresses:
+            self._resolved[lookup] = addresses
+        else:
+            self._resolved.pop(lookup, None)
+        if previous[:1] == addresses[:1] or not self._watched_statics:
+            return
+        self._now = now
+        for static in self.directory.all_static_contacts():
+            if lookup_for(static.uri) == lookup:
+                self._watch_static(static, now)
+        self._process(now)
+
+    def resolved(self, lookup: Lookup) -> tuple[tuple[str, int], ...]:
+        return self._resolved.get(lookup, ())
 
     def restore_bindings(self, bindings: list[Binding], now: float) -> int:
         restored = self.registrar.restore(bindings, now)
@@ -258,8 +296,17 @@ class CallManager:
             return
         self._watched_statics = True
         for static in self.directory.all_static_contacts():
-            self.watch.watch_static(static, self._flow_for_uri(static.uri), now)
+            self._watch_static(static, now)
         self._process(now)
+
+    def _watch_static(self, static: StaticContact, now: float) -> None:
+        """Probe `static` at its address; one whose name has none yet is not watched until it
+        does (`set_resolved`)."""
+        flow = self._flow_for_uri(static.uri)
+        if flow is None:
+            self.watch.unwatch(static.endpoint_id)
+        else:
+            self.watch.watch_static(static, flow, now)
 
     # --- inputs (from the driver) -----------------------------------------------------------
     def receive_datagram(self, data: bytes, flow: Flow, now: float) -> None:
@@ -485,6 +532,9 @@ class CallManager:
         else:
             assert isinstance(target, NumberTarget)
             contact = self._trunk_contact(target)
+            if contact is None:
+                self._unresolved(request, transaction_id, target.trunk.uri, now)
+                return
             call_target = CallTarget(target.number, contact.uri, (contact,))
         self.b2bua.start_call(
             request, transaction_id, flow, caller, call_target, now, caller_endpoint=caller_endpoint
@@ -507,9 +557,8 @@ class CallManager:
             ]
         if step == "mobile":
             target = self.directory.mobile_target(user)
-            if isinstance(target, NumberTarget):
-                return [self._trunk_contact(target)]
-            return []
+            contact = self._trunk_contact(target) if isinstance(target, NumberTarget) else None
+            return [contact] if contact is not None else []
         if step == "voicemail":
             uri_text = self.config.recovery.voicemail_uri
             if uri_text is None or not self.directory.voicemail(user):
@@ -517,7 +566,8 @@ class CallManager:
             uri = parse_uri(uri_text)
             if uri.user is None:
                 uri = uri.replace(user=user)
-            return [Contact(uri, self._flow_for_uri(uri), endpoint="voicemail", user=user)]
+            flow = self._flow_for_uri(uri)
+            return [Contact(uri, flow, endpoint="voicemail", user=user)] if flow is not None else []
         return []
 
     def target_contacts(self, target: str) -> list[Contact]:
@@ -526,14 +576,16 @@ class CallManager:
         if isinstance(resolved, UserTarget):
             return self.step_contacts(resolved.user.name, "devices", ())
         if isinstance(resolved, NumberTarget):
-            return [self._trunk_contact(resolved)]
+            contact = self._trunk_contact(resolved)
+            return [contact] if contact is not None else []
         try:
             uri = parse_uri(target)
         except ParseError:
             return []
         if not uri.is_sip or uri.user is None or self.local.is_ours(uri.host, uri.port):
             return []
-        return [Contact(uri, self._flow_for_uri(uri))]
+        flow = self._flow_for_uri(uri)  # a name outside the configuration has no address
+        return [Contact(uri, flow)] if flow is not None else []
 
     def has_voicemail(self, user: str) -> bool:
         return self.directory.voicemail(user)
@@ -556,9 +608,13 @@ class CallManager:
         view = self.watch.monitor.view(endpoint_id)
         return view is not None and view.state is State.DOWN
 
-    def _trunk_contact(self, target: NumberTarget) -> Contact:
+    def _trunk_contact(self, target: NumberTarget) -> Contact | None:
+        """The number at its trunk; None while the trunk's host name has no address."""
         uri = target.trunk.uri.replace(user=target.number)
-        return Contact(uri, self._flow_for_uri(uri), endpoint=f"trunk:{target.trunk.name}")
+        flow = self._flow_for_uri(uri)
+        if flow is None:
+            return None
+        return Contact(uri, flow, endpoint=f"trunk:{target.trunk.name}")
 
     # --- voicemail (the io relay reports) --------------------------------------------------------
     def voicemail_recorded(self, user: str, waiting: int, now: float) -> None:
@@ -637,16 +693,35 @@ class CallManager:
         ]
         for static in self.directory.static_contacts(user):
             flow = self._flow_for_uri(static.uri)
+            if flow is None:
+                continue  # its host name has no address (yet): the user's other devices ring
             contacts.append(Contact(static.uri, flow, endpoint=static.endpoint_id, user=user))
         return contacts
 
-    def _flow_for_uri(self, uri: URI) -> Flow:
-        """The flow to a URI's host and port (IP literals; names are resolved by the operator's
-        DNS before they reach the config — see docs/architecture.md)."""
-        transport = uri.transport if uri.transport in _DEFAULT_PORTS else "udp"
-        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
-        port = uri.port or _DEFAULT_PORTS[transport]
-        return Flow(transport, (host, port), self.local.local_for(transport))
+    def _flow_for_uri(self, uri: URI) -> Flow | None:
+        """The flow to a URI's host and port: an IP literal as it is, a host name at the first
+        address io/resolver.py found for it (RFC 3263), None while it has none."""
+        transport = uri_transport(uri)
+        lookup = lookup_for(uri)
+        if lookup is None:
+            host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+            address = (host, uri.port or DEFAULT_PORTS[transport])
+        else:
+            addresses = self._resolved.get(lookup)
+            if not addresses:
+                return None
+            address = addresses[0]
+        return Flow(transport, address, self.local.local_for(transport))
+
+    def _unresolved(self, request: Request, transaction_id: int, uri: URI, now: float) -> None:
+        """503 for a call whose next hop's host name has no address yet (DNS is down or the
+        name does not exist): our failure, so the caller may try again after a DNS retry."""
+        response = request.create_response(503, to_tag=self.endpoint.new_tag())
+        response.headers.add("Retry-After", str(math.ceil(self.config.dns.min_ttl)))
+        response.headers.add(
+            "Warning", f'399 {self.config.sip.user_agent} "no address for {uri.host} yet"'
+        )
+        self.endpoint.send_response(response, now, transaction_id)
 
     def _element_policy(self, request: Request) -> Response | None:
         """RFC 3261 §8.2 checks every out-of-dialog request passes before anything else."""

@@ -90,7 +90,9 @@ class EndpointWatch:
         self.monitor.add(binding.endpoint_id, EndpointKind.CONTACT, flow, mode, now)
 
     def watch_static(self, contact: StaticContact, flow: Flow, now: float) -> None:
+        """Probe `contact` at `flow`; again with a new flow when its host name moves."""
         key = _flow_key(flow)
+        self._forget_flow(contact.endpoint_id)
         self._targets[contact.endpoint_id] = _Target(contact.uri, flow, key)
         self._by_flow.setdefault(key, set()).add(contact.endpoint_id)
         self.monitor.add(contact.endpoint_id, EndpointKind.STATIC, flow, Mode.PROBE, now)
@@ -109,6 +111,10 @@ class EndpointWatch:
                     self.monitor.reset(endpoint_id, now)
                 self._drain(now)
             self._forget(endpoint_id)
+
+    def unwatch(self, endpoint_id: str) -> None:
+        """Stop watching (a static contact whose host name lost its address)."""
+        self._forget(endpoint_id)
 
     def _forget(self, endpoint_id: str) -> None:
         self.monitor.remove(endpoint_id)

@@ -28,6 +28,7 @@ from callkeeper.directory.bindings import endpoint_id
 from callkeeper.directory.trunks import Trunk, TrunkTable, normalize_number
 from callkeeper.sip.digest import StoredSecret
 from callkeeper.sip.errors import ParseError
+from callkeeper.sip.locate import host_name_problem
 from callkeeper.sip.uri import URI, parse_uri
 
 if TYPE_CHECKING:
@@ -296,6 +297,11 @@ def _parse(text: str, key: str) -> URI:
         uri = parse_uri(text.strip())
     except ParseError as error:
         raise DirectoryError(f"{key}: {error.reason}") from None
+    # A host name is resolved later (io/resolver.py) and may not resolve yet; one DNS cannot
+    # look up at all is a configuration error now.
+    problem = host_name_problem(uri.host) if uri.is_sip else None
+    if problem is not None:
+        raise DirectoryError(f"{key}: {problem}")
     return uri  # parse_uri only accepts sip:, sips: and tel: URIs here
 
 

@@ -97,6 +97,14 @@ class Driver(StreamHandler):
             self._core_failed("timer")
         self._run_commands()
 
+    def on_input(self, what: str, deliver: Callable[[float], None]) -> None:
+        """Another input (a DNS answer): `deliver(now)` feeds the core, guarded like the rest."""
+        try:
+            deliver(self.loop.time())
+        except Exception:
+            self._core_failed(what)
+        self._run_commands()
+
     def poke(self) -> None:
         """Run queued commands after an input that came from elsewhere (the API, say)."""
         self._run_commands()

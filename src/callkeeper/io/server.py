@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from callkeeper.api.app import ApiServer, MediaCollector, RtpengineCollector
+from callkeeper.api.app import ApiServer, DnsCollector, MediaCollector, RtpengineCollector
 from callkeeper.api.events import describe_event
 from callkeeper.calls.manager import CallManager, media_address
 from callkeeper.calls.rtpengine_anchor import RtpengineAnchor
@@ -26,6 +26,7 @@ from callkeeper.io.driver import Driver
 from callkeeper.io.ng import NgClient, NgError
 from callkeeper.io.persistence import BindingPersistence
 from callkeeper.io.relay import MediaRelay
+from callkeeper.io.resolver import DnsResolver
 from callkeeper.io.rtpengine import DtmfLog, RtpengineMedia
 from callkeeper.io.stream import (
     StreamManager,
@@ -36,6 +37,7 @@ from callkeeper.io.stream import (
 from callkeeper.io.udp import open_udp
 from callkeeper.io.voicemail import VoicemailService, VoicemailStore
 from callkeeper.io.ws import WsManager
+from callkeeper.sip.locate import Lookup
 from callkeeper.sip.transaction_messages import counter_ids
 from callkeeper.store import Store, open_store
 
@@ -61,8 +63,11 @@ class RunningServer:
     relay: MediaRelay | None = None
     rtpengine: RtpengineMedia | None = None
     dtmf_log: DtmfLog | None = None
+    resolver: DnsResolver | None = None
 
     async def close(self) -> None:
+        if self.resolver is not None:
+            self.resolver.close()
         for transport in self.driver.udp.values():
             transport.close()
         if self.relay is not None:
@@ -136,6 +141,10 @@ async def start_server(
                 raise StartupError(
                     f"{key}: cannot listen on {address}: {error.strerror or error}"
                 ) from None
+        # Names resolved before the API says healthy; one DNS does not answer for is retried
+        # in the background (calls to it fail cleanly until then).
+        running.resolver = _resolver(config, core, driver)
+        await running.resolver.start(core.dns_lookups())
         if api:
             host, port = config.api.host_port
             running.api = ApiServer(
@@ -145,6 +154,7 @@ async def start_server(
                 running.api.registry.register(MediaCollector(media.relay))
             if media.rtpengine is not None:
                 running.api.registry.register(RtpengineCollector(media.rtpengine))
+            running.api.registry.register(DnsCollector(running.resolver))
             try:
                 await running.api.start(host, port)
             except OSError as error:
@@ -174,6 +184,13 @@ def _connection_manager(
     if transport == "tls":
         client_ssl = client_ssl_context()
     return StreamManager(transport, driver, timeouts, server_ssl, client_ssl)
+
+
+def _resolver(config: Config, core: CallManager, driver: Driver) -> DnsResolver:
+    def deliver(lookup: Lookup, addresses: tuple[tuple[str, int], ...]) -> None:
+        driver.on_input("dns answer", lambda now: core.set_resolved(lookup, addresses, now))
+
+    return DnsResolver(config.dns, deliver)
 
 
 @dataclass
@@ -249,6 +266,8 @@ def _reload(running: RunningServer) -> None:
     except (ConfigError, DirectoryError) as error:
         log.error("reload failed, keeping the running configuration", error=str(error))
         return
+    if running.resolver is not None:
+        running.resolver.reconfigure(config.dns, running.core.dns_lookups())
     log.info("configuration reloaded", users=len(config.users), trunks=len(config.trunks))
 
 
