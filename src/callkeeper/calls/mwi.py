@@ -1,7 +1,25 @@
-"""Message waiting indication (RFC 3842): the `application/simple-message-summary` body that
-tells a user's phones how many voicemail messages wait for them."""
+"""Message waiting indication (RFC 3842): how many voicemail messages wait for each user, and
+the unsolicited NOTIFYs (`message-summary`) that tell their phones.
+
+One job: MWI. The io relay reports a stored message (`CallManager.voicemail_recorded`) and the
+store restores the counts after a restart; the user's phones are told at once and again when
+one registers. The `application/simple-message-summary` body is built here too.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from callkeeper.calls.b2bua import Contact
+from callkeeper.calls.dialing import build_notify
+from callkeeper.calls.locals import LocalAddresses
+from callkeeper.directory import Binding
+from callkeeper.sip.endpoint import SipEndpoint
+from callkeeper.sip.transaction_messages import IdSource
+from callkeeper.sip.transport import Flow
+from callkeeper.sip.uri import URI
+
+CONTENT_TYPE = "application/simple-message-summary"
 
 
 def message_summary(account: str, new: int, old: int = 0) -> bytes:
@@ -13,4 +31,46 @@ def message_summary(account: str, new: int, old: int = 0) -> bytes:
     ).encode()
 
 
-CONTENT_TYPE = "application/simple-message-summary"
+class MessageWaiting:
+    """Voicemail messages waiting per user, told to their phones."""
+
+    def __init__(
+        self, endpoint: SipEndpoint, local: LocalAddresses, ids: IdSource, user_agent: str
+    ) -> None:
+        self._endpoint = endpoint
+        self._local = local
+        self._ids = ids
+        self.user_agent = user_agent  # follows the configuration on reload
+        self._waiting: dict[str, int] = {}
+
+    def restore(self, waiting: dict[str, int]) -> None:
+        self._waiting.update(waiting)
+
+    def recorded(self, user: str, waiting: int, contacts: Iterable[Contact], now: float) -> None:
+        """A message was stored for `user` (`waiting` in the mailbox now): tell `contacts`,
+        the user's phones."""
+        self._waiting[user] = waiting
+        for contact in contacts:
+            self._notify(user, contact.uri, contact.flow, now)
+
+    def registered(self, binding: Binding, now: float) -> None:
+        """A phone registered: tell it when messages wait for its user."""
+        if self._waiting.get(binding.user):
+            flow = self._local.complete(binding.next_hop())
+            self._notify(binding.user, binding.request_uri, flow, now)
+
+    def _notify(self, user: str, uri: URI, flow: Flow, now: float) -> None:
+        local = self._local
+        account = f"sip:{user}@{local.domain}"
+        notify = build_notify(
+            local,
+            self._ids,
+            uri=uri,
+            flow=flow,
+            user_agent=self.user_agent,
+            event="message-summary",
+            body=message_summary(account, self._waiting.get(user, 0)),
+            content_type=CONTENT_TYPE,
+            to_uri=URI("sip", user=user, host=local.domain),
+        )
+        self._endpoint.send_request(notify, flow, now)

@@ -3,13 +3,14 @@
 The registrar says which contacts exist (a binding added, refreshed, removed), the directory
 which static contacts exist, and the SIP endpoint what arrives from where; this module turns
 those into the monitor's inputs and carries out its OPTIONS probes. RFC 5626 outbound phones
-ping us (`keepalive` mode, every `flow_timer`); everything else is probed with OPTIONS.
+ping us (`keepalive` mode, every `flow_timer`); everything else is probed with OPTIONS. It also
+counts the calls each endpoint is in: one in a call is probed faster, and judged DOWN at once
+when it de-registers.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection
 from dataclasses import dataclass
 
 from callkeeper.calls.histogram import Histogram
@@ -76,6 +77,7 @@ class EndpointWatch:
         self._targets: dict[str, _Target] = {}  # endpoint id → where probes go
         self._by_flow: dict[FlowKey, set[str]] = {}
         self._probes: dict[int, tuple[str, int]] = {}  # OPTIONS transaction → (endpoint, probe)
+        self._in_call: dict[str, int] = {}  # endpoint id → calls it is in
         self._events: deque[LivenessEvent] = deque()
 
     # --- what is watched ------------------------------------------------------------------------
@@ -97,12 +99,12 @@ class EndpointWatch:
         self._by_flow.setdefault(key, set()).add(contact.endpoint_id)
         self.monitor.add(contact.endpoint_id, EndpointKind.STATIC, flow, Mode.PROBE, now)
 
-    def registrar_event(self, event: RegistrarEvent, in_call: Collection[str], now: float) -> None:
+    def registrar_event(self, event: RegistrarEvent, now: float) -> None:
         if isinstance(event, BindingAdded | BindingRefreshed):
             self.watch_binding(event.binding, now)
         elif isinstance(event, BindingRemoved):
             endpoint_id = event.binding.endpoint_id
-            if endpoint_id in in_call:
+            if endpoint_id in self._in_call:
                 # A phone that de-registers or re-registers as a new instance mid-call was reset
                 # by its user; an expired registration means it is gone. Either way: DOWN now.
                 if event.reason == "expired":
@@ -155,6 +157,26 @@ class EndpointWatch:
         """Someone reset the endpoint (the reboot API): DOWN now, whatever it last said."""
         self.monitor.reset(endpoint_id, now)
         self._drain(now)
+
+    # --- calls the endpoints are in ---------------------------------------------------------------
+    def call_started_on(self, endpoint_id: str | None, now: float) -> None:
+        if endpoint_id is None:
+            return
+        self._in_call[endpoint_id] = self._in_call.get(endpoint_id, 0) + 1
+        self.set_in_call(endpoint_id, True, now)
+
+    def call_ended_on(self, endpoint_id: str, now: float) -> None:
+        count = self._in_call.get(endpoint_id, 0) - 1
+        if count > 0:
+            self._in_call[endpoint_id] = count
+            return
+        self._in_call.pop(endpoint_id, None)
+        self.set_in_call(endpoint_id, False, now)
+
+    def registered_again(self, endpoint_id: str, now: float) -> None:
+        """A binding was added or refreshed: the monitor's new entry for it is in its calls."""
+        if endpoint_id in self._in_call:
+            self.set_in_call(endpoint_id, True, now)
 
     def set_in_call(self, endpoint_id: str | None, in_call: bool, now: float) -> None:
         if endpoint_id is not None:

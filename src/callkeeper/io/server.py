@@ -18,7 +18,8 @@ import structlog
 
 from callkeeper.api.app import ApiServer, DnsCollector, MediaCollector, RtpengineCollector
 from callkeeper.api.events import describe_event
-from callkeeper.calls.manager import CallManager, media_address
+from callkeeper.calls.manager import CallManager
+from callkeeper.calls.media_setup import media_address
 from callkeeper.calls.rtpengine_anchor import RtpengineAnchor
 from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
