@@ -25,18 +25,29 @@ INTERVAL = 20.0
 QUIET_MONITOR = {"options_interval": 3600.0, "in_call_interval": 3600.0}
 
 
-def established(interval: float = INTERVAL, session_expires: int | None = None) -> CoreDriver:
-    """An answered, ACKed call alice → bob; everything sent so far is taken."""
-    driver = make_driver(keepalive={"dialog_interval": interval, **QUIET_MONITOR})
-    text = invite()
+TRUNK = ("127.0.0.1", 7003)
+
+
+def established(
+    interval: float = INTERVAL, session_expires: int | None = None, callee: str = "bob"
+) -> CoreDriver:
+    """An answered, ACKed call alice → `callee` (bob, or a number that goes out through the
+    trunk at TRUNK); everything sent so far is taken."""
+    driver = make_driver(
+        keepalive={"dialog_interval": interval, **QUIET_MONITOR},
+        trunks=[{"name": "pstn", "uri": f"sip:{TRUNK[0]}:{TRUNK[1]}", "match": "0"}],
+    )
+    driver.core.start(driver.now)  # as `serve` does: bob's static contact is watched from now
+    text = invite().replace("sip:bob@", f"sip:{callee}@")
     if session_expires is not None:
         text = text.replace(
             "Max-Forwards: 70\n",
             f"Max-Forwards: 70\nSession-Expires: {session_expires}\nSupported: timer\n",
         )
     driver.receive(text, CALLER)
-    (b_invite,) = driver.requests(CALLEE, "INVITE")
-    driver.receive(callee_response(b_invite, 200), CALLEE)
+    far = CALLEE if callee == "bob" else TRUNK
+    (b_invite,) = driver.requests(far, "INVITE")
+    driver.receive(callee_response(b_invite, 200), far)
     (ok,) = [r for r in driver.responses(CALLER) if r.status == 200]
     driver.receive(caller_request("ACK", 1, ok), CALLER)
     driver.take()
@@ -115,6 +126,17 @@ def test_a_watched_phones_silence_is_left_to_the_liveness_monitor() -> None:
     driver.advance(TIMER_F + 1)  # bob never answers his audit
     assert call.state is CallState.ACTIVE
     assert not driver.requests(CALLER, "BYE")
+
+
+def test_a_silent_trunk_leg_is_hung_up_too_nobody_watches_a_trunk() -> None:
+    driver = established(callee="0301234")
+    driver.advance(INTERVAL)
+    (options,) = audits(driver, CALLER)
+    driver.receive(reply(options, 200), CALLER)
+    assert audits(driver, TRUNK)
+    driver.advance(TIMER_F)
+    assert len(driver.core.b2bua) == 0
+    assert driver.requests(CALLER, "BYE")
 
 
 def test_off_at_zero_and_legs_with_a_session_timer_are_left_to_their_refreshes() -> None:

@@ -18,6 +18,7 @@ whole transaction (64·T1) is treated as gone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from callkeeper.calls.locals import LocalAddresses
@@ -43,6 +44,10 @@ class DialogAudit:
         self.endpoint = endpoint
         self.local = local
         self.interval = interval  # 0: off
+        # Whether the liveness monitor watches an endpoint, so that its silence is the monitor's
+        # to judge (the call manager points this at its EndpointWatch). A trunk leg has an
+        # endpoint id but nobody watches it.
+        self.is_watched: Callable[[str], bool] = lambda endpoint_id: True
         self._due: TimerHeap[str] = TimerHeap()  # call id → next audit
         self._pending: dict[int, tuple[Call, Leg]] = {}  # OPTIONS client transaction → leg
         self._audited: set[Leg] = set()  # legs with an OPTIONS in flight
@@ -105,7 +110,8 @@ class DialogAudit:
             return None
         call, leg = self._finish(transaction_id)
         self.results["silent"] += 1
-        if leg.endpoint is not None or not self._still_current(call, leg):
+        watched = leg.endpoint is not None and self.is_watched(leg.endpoint)
+        if watched or not self._still_current(call, leg):
             return None
         return LegLost(call, leg, "dialog audit: no answer", dialog_lost=False)
 

@@ -111,6 +111,7 @@ class CallManager:
             audit_interval=config.keepalive.dialog_interval,
         )
         self.watch = EndpointWatch(config, self.endpoint, self.local, ids)
+        self.b2bua.audit.is_watched = lambda endpoint_id: self.watch.target(endpoint_id) is not None
         recovery = config.recovery
         self.recovery = RecoveryEngine(
             self.b2bua,
