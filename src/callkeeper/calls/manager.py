@@ -135,7 +135,8 @@ class CallManager:
         self.b2bua.media = self.media
         self.now = 0.0  # the latest input's time, for the recovery engine's questions
         self.ivr_turn = 0  # the IVR node the last call went to (routing.next_ivr_node)
-        self._watched_statics = False
+        # The static contacts being watched (endpoint ids); None until `start`.
+        self._watched_statics: set[str] | None = None
         # Host names of configured URIs → their addresses (io/resolver.py fills it).
         self.resolved_targets = ResolvedTargets(self.local)
         self.message_waiting = MessageWaiting(self.endpoint, self.local, ids, config.sip.user_agent)
@@ -179,7 +180,7 @@ class CallManager:
         """The addresses `lookup` resolved to, best first; calls use the first from now on.
         Static contacts behind the name are probed at the new address."""
         moved = self.resolved_targets.set(lookup, tuple(addresses))
-        if not moved or not self._watched_statics:
+        if not moved or self._watched_statics is None:
             return
         self.now = now
         for static in self.directory.all_static_contacts():
@@ -222,11 +223,22 @@ class CallManager:
 
     def start(self, now: float) -> None:
         """Begin watching the static contacts (once the listen addresses are known)."""
-        if self._watched_statics:
-            return
-        self._watched_statics = True
-        for static in self.directory.all_static_contacts():
-            self._watch_static(static, now)
+        if self._watched_statics is None:
+            self.watch_static_contacts(now)
+
+    def watch_static_contacts(self, now: float) -> None:
+        """Watch the directory's static contacts: at start, and after a SIGHUP `reload` (a
+        contact added there is probed from now on, a removed one let go; the others keep their
+        liveness state — watching them anew would count as a sign of life)."""
+        self.now = now
+        watched = self._watched_statics or set()
+        current = {static.endpoint_id: static for static in self.directory.all_static_contacts()}
+        for endpoint_id in watched - current.keys():
+            self.watch.unwatch(endpoint_id)
+        for endpoint_id, static in current.items():
+            if endpoint_id not in watched:
+                self._watch_static(static, now)
+        self._watched_statics = set(current)
         self._process(now)
 
     def _watch_static(self, static: StaticContact, now: float) -> None:

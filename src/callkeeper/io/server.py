@@ -259,7 +259,8 @@ def log_event(event: object) -> None:
 
 
 def _reload(running: RunningServer) -> None:
-    """SIGHUP: re-read the config file; users, trunks and trusted sources change, calls stay."""
+    """SIGHUP: re-read the config file; users, trunks, trusted sources and static contacts
+    change, calls stay."""
     path = running.config_path
     try:
         config = load_config(path)
@@ -267,6 +268,7 @@ def _reload(running: RunningServer) -> None:
     except (ConfigError, DirectoryError) as error:
         log.error("reload failed, keeping the running configuration", error=str(error))
         return
+    running.driver.on_input("reload", running.core.watch_static_contacts)
     if running.resolver is not None:
         running.resolver.reconfigure(config.dns, running.core.dns_lookups())
     log.info("configuration reloaded", users=len(config.users), trunks=len(config.trunks))
