@@ -166,6 +166,8 @@ def test_a_name_that_does_not_resolve(tmp_path: Path) -> None:
             assert status == 503 and retry_after == "1"
             status, _ = invite_status(server, "carol")
             assert status == 480  # carol's only device has no address
+            (carol,) = server.get_json("/api/v1/endpoints?user=carol")
+            assert carol["state"] == "down"  # nothing can reach it
             assert server.metric("callkeeper_dns_failures_total") >= 2
             assert server.metric("callkeeper_dns_unresolved") == 2
             assert server.metric("callkeeper_core_errors_total") == 0

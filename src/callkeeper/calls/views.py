@@ -122,7 +122,8 @@ def endpoints_view(
         if user is not None and static.user != user:
             continue
         seen = monitor.view(static.endpoint_id)
-        endpoint_state = seen.state.value if seen is not None else "alive"
+        # Unwatched: its host name has no address (yet), so nothing can reach it.
+        endpoint_state = seen.state.value if seen is not None else "down"
         if state is not None and endpoint_state != state:
             continue
         last_seen = seen.last_seen if seen is not None else None
