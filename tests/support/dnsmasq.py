@@ -13,6 +13,7 @@ import dns.resolver
 import pytest
 
 from support.ports import free_port
+from support.processes import end_child
 from support.server import wait_until
 
 
@@ -93,13 +94,7 @@ class Dnsmasq:
         return True
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_child(self.process)
 
     def __enter__(self) -> Dnsmasq:
         return self.start()

@@ -7,7 +7,6 @@ stopped by its PID. Readiness is a PING over raw RESP, so this helper needs noth
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from support.ports import free_port
+from support.processes import end_child
 
 
 class RedisServerMissing(RuntimeError):
@@ -106,14 +106,7 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # by PID; redis saves nothing (--save '')
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        end_child(process, grace=5, after_kill=5)  # redis saves nothing (--save '')
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from callkeeper.io.ng import bdecode, bencode
 from support.ports import free_port, udp_port_free
+from support.processes import end_child
 from support.rtpengine_command import rtpengine_command
 
 PORT_SPAN = 600  # callkeeper keeps 64 slots of 2 port pairs ready; the rest for the calls
@@ -105,10 +105,4 @@ class Rtpengine:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end_child(self.process, after_kill=5)

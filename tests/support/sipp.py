@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.ports import free_port
+from support.processes import end_child
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -95,13 +96,7 @@ class Sipp:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_child(self.process)
 
     def stats(self) -> SippStats:
         with self.stat_file.open() as handle:
