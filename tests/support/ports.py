@@ -31,6 +31,19 @@ def free_port() -> int:
     raise RuntimeError("no free UDP+TCP port found")
 
 
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive ports, all free for UDP and TCP right now (SIPp's media
+    port `-mp` P also binds P+1 to P+3: RTCP, video RTP and video RTCP)."""
+    for _ in range(500):
+        base = random.randrange(_PORT_AREA[0], _PORT_AREA[1] - size)
+        block = range(base, base + size)
+        if any(port in _handed_out or not port_free(port) for port in block):
+            continue
+        _handed_out.update(block)
+        return base
+    raise RuntimeError(f"no free block of {size} UDP+TCP ports found")
+
+
 def port_free(port: int) -> bool:
     """Nothing holds `port` on 127.0.0.1 for UDP or TCP right now."""
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):

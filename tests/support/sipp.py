@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.ports import free_port
+from support.ports import free_port, free_port_block
 from support.processes import end_child
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -21,6 +21,10 @@ def sipp_binary() -> str:
     if path is None:
         pytest.fail("sipp is not installed: run `make test` (it installs sip-tester)")
     return path
+
+
+# `-mp P`: SIPp binds P (audio RTP) and P+1 to P+3 (audio RTCP, video RTP and RTCP) at start-up.
+SIPP_MEDIA_PORTS = 4
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Sipp:
             "-cp",
             str(free_port()),
             "-mp",
-            str(free_port()),
+            str(free_port_block(SIPP_MEDIA_PORTS)),
             "-nostdin",
             "-trace_stat",
             "-stf",
