@@ -4,7 +4,8 @@ SIPp uac -> middlebox -> SIPp uas, calls of ~100 ms (INVITE/180/200/ACK, `-d 100
 middleboxes (callkeeper; sippy 2.5.0's b2bua_simple; Kamailio as a stateful proxy with the dialog
 module, `-m 256`) run side by side in the same run, each with its own SIPp callee, and take turns at
 every rate step (the machine is shared and noisy, so the baselines are measured in the same run).
-Each middlebox is pinned to CPU 0, every SIPp to CPU 1.
+Each middlebox is pinned to CPU 0, every SIPp to CPU 1; `--cpus shared` pins nothing, the
+conditions under which ../shared/peers/README.md measured its baselines.
 
 A step passes when every call succeeded at the caller, SIPp retransmitted nothing on either side,
 and the callee finished every call (it got the BYE). A failing step is run once more (`--retries`)
@@ -41,13 +42,16 @@ from middleboxes import (
     STARTERS,
     STRICT_UAC,
     Middlebox,
+    cpu_layout,
     error_lines,
     file_size,
     missing,
+    on_cpu,
     raise_socket_buffers,
     read_stats,
     sipp_ports,
     stat,
+    use_shared_cpus,
 )
 
 DEFAULT_RATES = [50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1400, 1600, 2000, 2400,
@@ -129,7 +133,7 @@ def wait_for_callee(box: Middlebox, not_before: float) -> dict[str, str] | None:
 def run_step(
     box: Middlebox, rate: int, seconds: float, workdir: Path, scenario: list[str] | None = None
 ) -> Step:
-    """One rate step: SIPp (CPU 1) places rate*seconds calls of CALL_MS through `box`."""
+    """One rate step: SIPp (CPU 1 unless shared) places rate*seconds calls of CALL_MS through `box`."""
     calls = max(1, int(rate * seconds))
     scenario = scenario or box.caller
     step = Step(box.name, rate, calls)
@@ -139,13 +143,13 @@ def run_step(
     callee_errors_at = file_size(box.uas.error_file)
     pids = box.pids()
     for _attempt in range(3):
-        command = [
-            "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-s", "bob", "-i", "127.0.0.1",
+        command = on_cpu(SIPP_CPU, [
+            "sipp", *scenario, "-s", "bob", "-i", "127.0.0.1",
             *sipp_ports(), "-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 3)),
             "-d", str(CALL_MS), "-recv_timeout", str(RECV_TIMEOUT_MS), "-nostdin",
             "-buff_size", SIPP_BUFFER, "-trace_stat", "-stf", str(stat_file), "-fd", "1",
             "-trace_err", "-error_file", str(error_file), box.target,
-        ]  # fmt: skip
+        ])  # fmt: skip
         cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         try:
@@ -211,7 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="callkeeper,sippy,kamailio")
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a failing step")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--cpus",
+        choices=["pinned", "shared"],
+        default="pinned",
+        help="pinned: middlebox on CPU 0, SIPp on CPU 1; shared: nothing pinned, as in "
+        "../shared/peers/README.md section 7",
+    )
     args = parser.parse_args(argv)
+    if args.cpus == "shared":
+        use_shared_cpus()
     rates = [int(rate) for rate in args.rates.split(",")]
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     print(raise_socket_buffers(), flush=True)
@@ -233,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             skipped[name] = reason
             print(f"{LABELS.get(name, name)}: skipped ({reason})", flush=True)
         print(
-            f"calls of {CALL_MS} ms, {args.seconds:g} s per step; middleboxes on CPU 0, SIPp on "
-            f"CPU 1; work directory {workdir}",
+            f"calls of {CALL_MS} ms, {args.seconds:g} s per step; {cpu_layout()}; "
+            f"work directory {workdir}",
             flush=True,
         )
         for name, box in boxes.items():

@@ -4,8 +4,10 @@
 - sippy 2.5.0's `b2bua_simple` (PyPI `sippy`, the `bench` extra), forwarding every call to the callee;
 - Kamailio as a stateful proxy with the dialog module (`-A WITH_DIALOG -m 256`).
 
-Every middlebox is pinned to CPU 0 and every SIPp to CPU 1 (`taskset`), listens on a free port on
-127.0.0.1, and is stopped by its PID. Used by b2bua_bench.py and call_memory.py; not a bench itself.
+By default every middlebox is pinned to CPU 0 and every SIPp to CPU 1 (`taskset`); with
+`use_shared_cpus()` nothing is pinned and SIPp and the middlebox share both cores, the conditions of
+../shared/peers/README.md section 7. Each middlebox listens on a free port on 127.0.0.1 and is
+stopped by its PID. Used by b2bua_bench.py and call_memory.py; not a bench itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from common import HERE, children_of, free_port, wait_for_udp_answer
 
 MIDDLEBOX_CPU = "0"
 SIPP_CPU = "1"
+_pinned = True
 SIPP_BUFFER = "4194304"
 SOCKET_BUFFER_MAX = 8388608
 
@@ -49,6 +52,23 @@ CALLER = {
     "sippy": "sipp/uac_tolerant.xml (late 1xx ignored)",
     "kamailio": "sipp/uac_tolerant.xml (late 1xx ignored)",
 }
+
+
+def use_shared_cpus() -> None:
+    """Pin nothing from now on: the scheduler spreads SIPp and the middlebox over both cores."""
+    global _pinned
+    _pinned = False
+
+
+def cpu_layout() -> str:
+    return (
+        "middleboxes on CPU 0, SIPp on CPU 1" if _pinned else "SIPp and middleboxes share all CPUs"
+    )
+
+
+def on_cpu(cpu: str, command: list[str]) -> list[str]:
+    """`command` pinned to `cpu` (taskset execs, so the PID stays the program's), unless shared."""
+    return ["taskset", "-c", cpu, *command] if _pinned else command
 
 
 def sippy_binary() -> str | None:
@@ -199,13 +219,13 @@ def start_sipp(
     stat_file, error_file = workdir / f"{name}.csv", workdir / f"{name}.err"
     for _attempt in range(3):
         ports = sipp_ports()
-        command = [
-            "taskset", "-c", SIPP_CPU, "sipp", *scenario, "-i", "127.0.0.1", *ports,
+        command = on_cpu(SIPP_CPU, [
+            "sipp", *scenario, "-i", "127.0.0.1", *ports,
             "-nostdin", "-buff_size", SIPP_BUFFER, "-trace_stat", "-stf", str(stat_file),
             "-fd", "1", "-trace_err", "-error_file", str(error_file),
             # -aa: answer in-dialog OPTIONS 200, as phones do (callkeeper audits long calls)
             "-aa", *extra,
-        ]  # fmt: skip
+        ])  # fmt: skip
         if target is not None:
             command.append(target)
         process = subprocess.Popen(
@@ -280,8 +300,8 @@ def start_callkeeper(workdir: Path) -> Middlebox:
         f'[[users]]\nname = "bob"\nstatic_contacts = ["sip:bob@127.0.0.1:{uas.port}"]\n'
     )
     process = subprocess.Popen(
-        ["taskset", "-c", MIDDLEBOX_CPU, sys.executable, "-m", "callkeeper.cli", "serve",
-         "--config", str(config)],
+        on_cpu(MIDDLEBOX_CPU, [sys.executable, "-m", "callkeeper.cli", "serve",
+                               "--config", str(config)]),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=(workdir / "callkeeper.log").open("wb"),
     )  # fmt: skip
@@ -298,8 +318,8 @@ def start_sippy(workdir: Path) -> Middlebox:
     # SIPLOG_LVL=WARN: sippy logs every SIP message by default. -f: stay in the foreground.
     environment = {**os.environ, "SIPLOG_LVL": "WARN"}
     process = subprocess.Popen(
-        ["taskset", "-c", MIDDLEBOX_CPU, sys.executable, binary, "-f", "-l", "127.0.0.1",
-         "-p", str(port), "-n", f"127.0.0.1:{uas.port}"],
+        on_cpu(MIDDLEBOX_CPU, [sys.executable, binary, "-f", "-l", "127.0.0.1",
+                               "-p", str(port), "-n", f"127.0.0.1:{uas.port}"]),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=(workdir / "sippy.log").open("wb"), env=environment,
     )  # fmt: skip
@@ -323,8 +343,8 @@ def start_kamailio(workdir: Path, children: int = 4) -> Middlebox:
         text = text.replace(key, value)
     config.write_text(text)
     process = subprocess.Popen(
-        ["taskset", "-c", MIDDLEBOX_CPU, "kamailio", "-f", str(config), "-DD", "-E",
-         "-A", "WITH_DIALOG", "-m", "256", "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir)],
+        on_cpu(MIDDLEBOX_CPU, ["kamailio", "-f", str(config), "-DD", "-E", "-A", "WITH_DIALOG",
+                               "-m", "256", "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir)]),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=(workdir / "kamailio.log").open("wb"),
     )  # fmt: skip
