@@ -14,7 +14,8 @@ import pytest
 from callkeeper.config import Config
 from callkeeper.directory import AuthDecision, AuthPolicy, AuthSettings, Directory, Registrar
 from callkeeper.directory.lockout import FailureLimiter
-from callkeeper.sip.digest import DigestAuthenticator, answer_challenge, compute_ha1
+from callkeeper.sip.digest import answer_challenge, compute_ha1
+from callkeeper.sip.digest_server import DigestAuthenticator
 from callkeeper.sip.headers import Headers
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.parser import parse_message

@@ -10,9 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callkeeper.sip.digest import (
-    AuthResult,
-    AuthStatus,
-    DigestAuthenticator,
     DigestChallenge,
     DigestError,
     StoredSecret,
@@ -28,6 +25,7 @@ from callkeeper.sip.digest import (
     quote_string,
     split_algorithm,
 )
+from callkeeper.sip.digest_server import AuthResult, AuthStatus, DigestAuthenticator
 from callkeeper.sip.message import Request
 from callkeeper.sip.parser import parse_message
 

@@ -50,7 +50,7 @@ from callkeeper.directory import (
 )
 from callkeeper.liveness import EndpointAlive, EndpointDown, LivenessEvent
 from callkeeper.sdp import validate_sdp
-from callkeeper.sip.digest import DigestAuthenticator
+from callkeeper.sip.digest_server import DigestAuthenticator
 from callkeeper.sip.endpoint import (
     ConnectionClosed,
     KeepaliveReceived,

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 from callkeeper.directory.lockout import FailureLimiter
 from callkeeper.directory.settings import AuthSettings
 from callkeeper.directory.users import Directory
-from callkeeper.sip.digest import AuthStatus, DigestAuthenticator
+from callkeeper.sip.digest_server import AuthStatus, DigestAuthenticator
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
 from callkeeper.sip.transport import Flow
