@@ -327,9 +327,7 @@ class B2BUA:
             forking.cancel_fork(self, fork, now)
         self.forget_call(call, "cancelled", now)
 
-    def receive_in_dialog(
-        self, request: Request, transaction_id: int, flow: Flow, now: float
-    ) -> None:
+    def receive_in_dialog(self, request: Request, transaction_id: int, now: float) -> None:
         """A request inside one of our dialogs (not ACK): check it, then relay or act."""
         in_dialog_relay.receive(self, request, transaction_id, now)
 

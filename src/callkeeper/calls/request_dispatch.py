@@ -34,7 +34,7 @@ def dispatch(
     endpoint = core.endpoint
     if has_to_tag(request):
         if core.b2bua.knows_dialog(request):
-            core.b2bua.receive_in_dialog(request, transaction_id, flow, now)
+            core.b2bua.receive_in_dialog(request, transaction_id, now)
         else:
             reply(core, request, transaction_id, 481, now, tag=False)
         return
