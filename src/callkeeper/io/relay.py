@@ -17,9 +17,9 @@ the port above, and keeps:
 
 The sans-IO pieces (`callkeeper.media`) do the judging and numbering; this module owns only the
 sockets, the clock and the timers. The sockets are plain non-blocking ones in an `epoll` of the
-relay's own, itself one reader of the event loop: each time the loop finds it readable, one
-datagram is taken from every ready socket (`recvfrom`) and forwarded with `sendto`, with no
-asyncio transport or protocol callback per datagram. Packets take a fast path when they are
+relay's own (relay_poller.py), itself one reader of the event loop: each time the loop finds it
+readable, one datagram is taken from every ready socket (`recvfrom`) and forwarded with `sendto`,
+with no asyncio transport or protocol callback per datagram. Packets take a fast path when they are
 what a phone sends (first octet 0x80: version 2, no padding, extension or CSRCs) from the
 latched source: the 12-octet header is read with one `struct` call and rewritten in one copy of
 the datagram, without building an `RtpPacket`. Everything else goes through `RtpLatch.receive`,
@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import select
 import socket
 import struct
 import time
@@ -56,6 +55,7 @@ from callkeeper.calls.media_anchor import (
     WatchDigits,
 )
 from callkeeper.io.prompts import load_prompt_samples
+from callkeeper.io.relay_poller import RelayPoller, RelaySocket
 from callkeeper.io.voicemail import Recording
 from callkeeper.media.continuity import StreamContinuity
 from callkeeper.media.dtmf import DtmfError, TelephoneEventReceiver
@@ -80,9 +80,6 @@ _pack_header = struct.Struct("!BHII").pack_into
 _LATCHED = LatchState.LATCHED
 _PLAIN_RTP_FIRST_OCTET = 0x80  # version 2, no padding, no extension, no CSRCs
 _SOCKET_BUFFER = 1 << 20
-_MAX_DATAGRAM = 65535  # what one read takes: any UDP datagram, whole
-# Datagrams served per wake-up at most (a few ms), then the loop's other callbacks (SIP) run.
-_BUDGET = 256
 
 # Drop reasons the relay adds to the latch's (metric label values).
 UNBRIDGED = "unbridged"  # accepted, but the side is held or connected to nothing
@@ -90,94 +87,12 @@ STALE = "stale"  # a late packet of a source the receiving side was switched awa
 SEND_ERROR = "send-error"
 
 
-class _Socket:
-    """One bound, non-blocking UDP socket (a side's RTP or RTCP port), read by `_Poller`."""
-
-    __slots__ = ("on_datagram", "recvfrom", "sendto", "side", "sock")
-
-    def __init__(
-        self, sock: socket.socket, side: _Side, on_datagram: Callable[[_Side, bytes, Address], None]
-    ) -> None:
-        self.sock = sock
-        self.side = side
-        self.on_datagram = on_datagram  # the relay's receive_rtp or receive_rtcp
-        # bound once: the per-packet paths call them without an attribute lookup on the socket
-        self.recvfrom = sock.recvfrom
-        self.sendto = sock.sendto
-
-
-class _Poller:
-    """Reads the relay's sockets: one `epoll` of its own, itself one reader of the event loop.
-
-    When any socket is readable the loop runs `_readable`, which takes one datagram from every
-    ready socket (level-triggered: a socket with more queued is ready again at the next look)
-    and hands it to the relay, then looks again for what arrived meanwhile, until a look finds
-    nothing or `_BUDGET` datagrams were served. Under load a wake-up serves many datagrams: the
-    loop's per-datagram costs (a callback, a second `recvmsg` that finds the socket empty, the
-    address objects of a datagram transport) and the sleep and wake-up between datagrams are
-    paid once per batch, not once per datagram.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[], None]) -> None:
-        self._loop = loop
-        self._on_error = on_error
-        self._epoll = select.epoll()
-        self._poll = self._epoll.poll
-        self._sockets: dict[int, _Socket] = {}
-        loop.add_reader(self._epoll.fileno(), self._readable)
-
-    def add(self, endpoint: _Socket) -> None:
-        fd = endpoint.sock.fileno()
-        self._sockets[fd] = endpoint
-        self._epoll.register(fd, select.EPOLLIN)
-
-    def remove(self, endpoint: _Socket) -> None:
-        fd = endpoint.sock.fileno()
-        if self._sockets.pop(fd, None) is endpoint:
-            self._epoll.unregister(fd)
-
-    def close(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.remove_reader(self._epoll.fileno())
-        self._epoll.close()
-
-    def _readable(self) -> None:
-        # What arrived while a batch was being served is served straight away: a look at the
-        # epoll costs less than going back to the loop and being woken for it.
-        budget = _BUDGET
-        while budget > 0:
-            served = self._serve(budget)
-            if not served:
-                return
-            budget -= served
-
-    def _serve(self, most: int) -> int:
-        """One datagram from every ready socket (`most` of them) to the relay; how many."""
-        sockets = self._sockets
-        ready = self._poll(0, most)
-        for fd, _ in ready:
-            endpoint = sockets.get(fd)
-            if endpoint is None:
-                continue  # closed by an earlier datagram of this batch
-            try:
-                data, source = endpoint.recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:  # an ICMP error queued on the socket: a phone that went away
-                self._on_error()
-                continue
-            if len(source) != 2:  # IPv6: (host, port, flowinfo, scope id)
-                source = source[:2]
-            endpoint.on_datagram(endpoint.side, data, source)
-        return len(ready)
-
-
 @dataclass(eq=False)
 class _Side:
     id: str
     port: int
-    rtp: _Socket | None = None
-    rtcp: _Socket | None = None
+    rtp: RelaySocket[_Side] | None = None
+    rtcp: RelaySocket[_Side] | None = None
     latch: RtpLatch = field(default_factory=lambda: RtpLatch(None))
     rtcp_latch: RtpLatch = field(default_factory=lambda: RtpLatch(None, latch_rtcp=True))
     continuity: StreamContinuity = field(
@@ -235,7 +150,7 @@ class MediaRelay:
         self.dropped: Counter[str] = Counter()
         self._frames: dict[tuple[str, Codec], tuple[bytes, ...]] = {}
         self._silence: dict[Codec, tuple[bytes, ...]] = {}
-        self._poller: _Poller | None = None  # made with the first socket
+        self._poller: RelayPoller[_Side] | None = None  # made with the first socket
 
     # --- commands ---------------------------------------------------------------------------
     def __call__(self, command: object) -> None:
@@ -483,7 +398,7 @@ class MediaRelay:
             side.timer = self.loop.call_at(deadline, self._play_due, side)
 
     # --- packets ----------------------------------------------------------------------------
-    def _bind(self, port: int, side: _Side, *, rtcp: bool) -> _Socket:
+    def _bind(self, port: int, side: _Side, *, rtcp: bool) -> RelaySocket[_Side]:
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -495,9 +410,9 @@ class MediaRelay:
         except OSError:
             sock.close()
             raise
-        endpoint = _Socket(sock, side, self.receive_rtcp if rtcp else self.receive_rtp)
+        endpoint = RelaySocket(sock, side, self.receive_rtcp if rtcp else self.receive_rtp)
         if self._poller is None:
-            self._poller = _Poller(self.loop, self._send_failed)
+            self._poller = RelayPoller(self.loop, self._send_failed)
         self._poller.add(endpoint)
         return endpoint
 
@@ -509,7 +424,9 @@ class MediaRelay:
                 endpoint.sock.close()
         side.rtp = side.rtcp = None
 
-    def _send(self, endpoint: _Socket, data: bytes | bytearray, address: Address) -> None:
+    def _send(
+        self, endpoint: RelaySocket[_Side], data: bytes | bytearray, address: Address
+    ) -> None:
         """Counted out either way (as sent); a send that fails is counted as a drop too."""
         try:
             endpoint.sendto(data, address)
