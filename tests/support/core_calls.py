@@ -15,14 +15,15 @@ SDP = "v=0\no=a 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40
 TIMER_F = 32.0  # 64·T1: a request nobody answers is given up by then
 
 
-def make_driver(**sections: Any) -> CoreDriver:
-    """alice calls from a trusted source (not monitored); bob is a static contact (monitored)."""
+def make_driver(id_prefix: str = "t", **sections: Any) -> CoreDriver:
+    """alice calls from a trusted source (not monitored); bob is a static contact (monitored).
+    Another `id_prefix` stands for another callkeeper process (a restart)."""
     config = Config(
         sip={"listen": ["udp:127.0.0.1:5060"], "trusted_sources": ["127.0.0.1"]},
         users=[{"name": "bob", "static_contacts": [f"sip:bob@{CALLEE[0]}:{CALLEE[1]}"]}],
         **sections,
     )
-    return CoreDriver(config)
+    return CoreDriver(config, id_prefix=id_prefix)
 
 
 def invite() -> str:

@@ -30,10 +30,11 @@ class CoreDriver:
     now: float = 1000.0
     sent: list[Sent] = field(default_factory=list)
     commands: list[object] = field(default_factory=list)  # everything but Transmit
+    id_prefix: str = "t"  # tags, branches and ids: another one for a "restarted" core
 
     def __post_init__(self) -> None:
         self.core = CallManager(
-            self.config, counter_ids("t"), lambda n: b"\x01" * n, b"0123456789abcdef"
+            self.config, counter_ids(self.id_prefix), lambda n: b"\x01" * n, b"0123456789abcdef"
         )
         self.core.add_local_address("udp", SERVER)
 
@@ -50,6 +51,10 @@ class CoreDriver:
             self.core.handle_timer(self.now)
             self._collect()
         self.now = end
+
+    def collect(self) -> None:
+        """Take what the core queued outside `receive` and `advance` (a call made directly)."""
+        self._collect()
 
     def _collect(self) -> None:
         while (command := self.core.next_command()) is not None:

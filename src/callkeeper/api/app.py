@@ -111,6 +111,20 @@ class CoreCollector(Collector):
         for result, count in self._core.b2bua.audit.results.items():
             audits.add_metric([result], count)
         yield audits
+        saver = self._core.saver
+        snapshots = CounterMetricFamily(
+            "callkeeper_call_snapshots",
+            "Established calls written to or deleted from the store (to outlive a restart)",
+            labels=["op"],
+        )
+        snapshots.add_metric(["write"], saver.writes)
+        snapshots.add_metric(["delete"], saver.deletes)
+        yield snapshots
+        yield CounterMetricFamily(
+            "callkeeper_calls_restored",
+            "Calls taken back from the store at start-up",
+            value=self._core.calls_restored,
+        )
         endpoints = GaugeMetricFamily(
             "callkeeper_endpoints", "Endpoints by liveness state", labels=["state"]
         )

@@ -48,4 +48,14 @@ class Anchor(Protocol):
 
     def release_leg(self, leg: Leg) -> None: ...
 
+    def side_port(self, leg: Leg) -> int | None:
+        """The port `leg`'s phone sends to, kept with a call's snapshot; None when the anchor
+        cannot give the same port to a restarted process."""
+        ...
+
+    def restore_side(self, call: Call, leg: Leg, port: int) -> bool:
+        """A restored call's leg takes its old port back (its phone still sends there) and
+        its peer from its SDP; False when the port cannot be had."""
+        ...
+
     def release_call(self, call_id: str) -> None: ...

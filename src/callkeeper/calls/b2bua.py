@@ -42,6 +42,9 @@ from callkeeper.sip.transaction_messages import IdSource
 from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI
 
+# s after a restart before a restored call's first dialog audit (if audits are on)
+RESTORED_AUDIT_AFTER = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Contact:
@@ -110,6 +113,9 @@ class B2BUA:
         # RFC 3261: the TU gives up on it 64·T1 after the CANCEL (§9.1).
         self.abandon: TimerHeap[int] = TimerHeap()
         self.events: deque[CallEvent] = deque()
+        # Calls whose stored snapshot is out of date (a relayed re-INVITE or UPDATE succeeded):
+        # the call manager hands them to its CallSaver.
+        self.changed_calls: deque[str] = deque()
         self.audit = DialogAudit(endpoint, local, audit_interval)
         self.hooks: RecoveryHooks | None = None
         self.media: Anchor | None = None  # relay or rtpengine: SDP names our media ports
@@ -389,6 +395,16 @@ class B2BUA:
         """An SDP body from `from_leg` as `to_leg` must get it: as is, or naming our relay."""
         media = self.media
         return body if media is None or not body else media.rewrite(call, from_leg, to_leg, body)
+
+    def adopt(self, call: Call, now: float) -> None:
+        """A call restored from the store after a restart (call_snapshots.py): index its
+        dialogs, arm its session timers, and audit it soon — both phones may have hung up
+        while nobody was there to hear their BYEs."""
+        self.calls[call.id] = call
+        for leg in call.legs():
+            self.bind_leg(call, leg)
+            session_refresh.arm(self, call, leg, now)
+        self.audit.start(call, now, first_after=RESTORED_AUDIT_AFTER)
 
     # --- legs the recovery engine moves -------------------------------------------------------------
     def bind_leg(self, call: Call, leg: Leg) -> None:

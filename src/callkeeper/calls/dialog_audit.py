@@ -60,10 +60,12 @@ class DialogAudit:
     def owns(self, transaction_id: int) -> bool:
         return transaction_id in self._pending
 
-    def start(self, call: Call, now: float) -> None:
-        """The call was answered: audit it from `interval` on."""
+    def start(self, call: Call, now: float, first_after: float | None = None) -> None:
+        """The call was answered: audit it from `interval` on (from `first_after` when given:
+        a call restored after a restart, which both phones may have ended meanwhile)."""
         if self.interval > 0:
-            self._due.schedule(now + self.interval, call.id)
+            first = self.interval if first_after is None else min(first_after, self.interval)
+            self._due.schedule(now + first, call.id)
 
     def stop(self, call: Call) -> None:
         self._due.cancel(call.id)

@@ -146,6 +146,7 @@ def relay_final(b2bua: B2BUA, relay: Relay, response: Response, now: float) -> N
             to_leg.session_timer = renegotiated
         session_refresh.arm(b2bua, call, to_leg, now)
         session_refresh.arm(b2bua, call, from_leg, now)
+        b2bua.changed_calls.append(call.id)  # new SDP, maybe a new remote target: save again
     if method == "INVITE" and 200 <= status < 300:
         if response.has_sdp:
             to_leg.remote_sdp = response.body

@@ -24,9 +24,24 @@ from typing import Any
 from callkeeper.calls import handover, media_setup, request_dispatch, routing, views
 from callkeeper.calls.anchors import Anchor
 from callkeeper.calls.b2bua import B2BUA, Contact
-from callkeeper.calls.events import CallAnswered, CallEnded, CallEvent, RecoveryEvent
+from callkeeper.calls.call_saver import CallSaver
+from callkeeper.calls.call_snapshots import (
+    CallSnapshot,
+    DeleteCall,
+    SaveCall,
+    SnapshotError,
+    restore_call,
+)
+from callkeeper.calls.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallRecovered,
+    RecoveryEvent,
+)
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaCommand
+from callkeeper.calls.model import Call, Leg
 from callkeeper.calls.mwi import MessageWaiting
 from callkeeper.calls.recovery import RecoveryEngine
 from callkeeper.calls.resolved_targets import ResolvedTargets, needed_lookups
@@ -133,6 +148,7 @@ class CallManager:
         if isinstance(self.media, RtpengineAnchor):
             self.rtpengine = self.media
         self.b2bua.media = self.media
+        self.saver = CallSaver(self._media_port)
         self.now = 0.0  # the latest input's time, for the recovery engine's questions
         self.ivr_turn = 0  # the IVR node the last call went to (routing.next_ivr_node)
         # The static contacts being watched (endpoint ids); None until `start`.
@@ -141,7 +157,8 @@ class CallManager:
         self.resolved_targets = ResolvedTargets(self.local)
         self.message_waiting = MessageWaiting(self.endpoint, self.local, ids, config.sip.user_agent)
         self.calls_completed = 0
-        self._commands: deque[RegistrarCommand] = deque()
+        self.calls_restored = 0  # taken back from the store at start-up
+        self._commands: deque[RegistrarCommand | SaveCall | DeleteCall] = deque()
         self._events: deque[ManagerEvent] = deque()
 
     @classmethod
@@ -195,6 +212,48 @@ class CallManager:
         restored = self.registrar.restore(bindings, now)
         self._drain_registrar(now)
         return restored
+
+    def restore_calls(self, snapshots: Iterable[CallSnapshot], now: float) -> int:
+        """Take back the calls a previous run kept in the store (call_snapshots.py): each is
+        ACTIVE again, its phones watched as phones in a call, its media on its old relay
+        ports. A snapshot that cannot become a call is deleted. Returns how many came back."""
+        restored = 0
+        for snapshot in snapshots:
+            try:
+                call = restore_call(snapshot, self.ids)
+            except SnapshotError:
+                self._commands.append(DeleteCall(snapshot.id))
+                continue
+            if call.id in self.b2bua.calls:
+                continue
+            assert call.b is not None
+            self.b2bua.adopt(call, now)
+            self._restore_media(call, call.b, snapshot)
+            self.saver.restored(call.id, now)
+            for endpoint_id in (call.a.endpoint, call.b.endpoint):
+                self.watch.call_started_on(endpoint_id, now)
+            self.recovery.call_answered(call.id)
+            restored += 1
+        self.calls_restored += restored
+        self._process(now)
+        return restored
+
+    def save_pending(self, now: float) -> None:
+        """Shutting down (SIGTERM): write every call change not written yet, so that the
+        calls come back when callkeeper starts again."""
+        self._commands.extend(self.saver.pending(self.b2bua.calls, now))
+
+    def _restore_media(self, call: Call, b: Leg, snapshot: CallSnapshot) -> None:
+        """The relay sides on their old ports, connected. Without them (rtpengine, `off`, a
+        port taken) the call's signalling still comes back; its media is the anchor's own."""
+        media, a_port, b_port = self.media, snapshot.a.media_port, snapshot.b.media_port
+        if media is None or a_port is None or b_port is None:
+            return
+        if media.restore_side(call, call.a, a_port) and media.restore_side(call, b, b_port):
+            media.connect(call.a, b)
+
+    def _media_port(self, leg: Leg) -> int | None:
+        return self.media.side_port(leg) if self.media is not None else None
 
     # --- views (views.py) ----------------------------------------------------------------------
     def calls_view(self, wall: Wall) -> list[dict[str, Any]]:
@@ -273,6 +332,7 @@ class CallManager:
         self.b2bua.handle_timer(now)
         self.recovery.handle_timer(now)
         self.watch.handle_timer(now)
+        self._commands.extend(self.saver.due(self.b2bua.calls, now))
         self._process(now)
 
     def get_timer(self) -> float | None:
@@ -282,11 +342,20 @@ class CallManager:
             self.b2bua.get_timer(),
             self.recovery.get_timer(),
             self.watch.get_timer(),
+            self.saver.next_deadline(),
         )
 
     def next_command(
         self,
-    ) -> WireCommand | RegistrarCommand | MediaCommand | RtpengineCommand | None:
+    ) -> (
+        WireCommand
+        | RegistrarCommand
+        | SaveCall
+        | DeleteCall
+        | MediaCommand
+        | RtpengineCommand
+        | None
+    ):
         command = self.endpoint.next_command()
         if command is not None:
             return command
@@ -359,6 +428,8 @@ class CallManager:
         self._drain_watch(now)
         self._drain_calls(now)  # what the recovery engine did about failures
         while (recovery_event := recovery.next_event()) is not None:
+            if isinstance(recovery_event, CallRecovered):
+                self.saver.changed(recovery_event.call_id, now)  # new legs, or resumed ones
             self._events.append(recovery_event)
 
     def _drain_calls(self, now: float) -> None:
@@ -368,12 +439,19 @@ class CallManager:
                 for endpoint_id in (call_event.caller_endpoint, call_event.endpoint):
                     self.watch.call_started_on(endpoint_id, now)
                 self.recovery.call_answered(call_event.call_id)
+                self.saver.changed(call_event.call_id, now)
             elif isinstance(call_event, CallEnded):
                 self.calls_completed += 1
                 for endpoint_id in call_event.endpoints:
                     self.watch.call_ended_on(endpoint_id, now)
                 self.recovery.call_ended(call_event.call_id, call_event.endpoints, now)
+                delete = self.saver.ended(call_event.call_id)
+                if delete is not None:
+                    self._commands.append(delete)
             self._events.append(call_event)
+        changed = b2bua.changed_calls
+        while changed:
+            self.saver.changed(changed.popleft(), now)
 
     def _drain_watch(self, now: float) -> None:
         """Liveness events, in order, to the recovery engine as well as to the API."""

@@ -109,7 +109,9 @@ class PortPool:
 
     def __init__(self, low: int, high: int) -> None:
         first = low + (low % 2)
-        self._free: deque[int] = deque(range(first, high, 2))
+        self._ports = range(first, high, 2)
+        # Round-robin order; may also hold ports taken out of turn (`take`), skipped when met.
+        self._free: deque[int] = deque(self._ports)
         self._used: set[int] = set()
 
     @classmethod
@@ -118,11 +120,20 @@ class PortPool:
         return cls(low, high)
 
     def allocate(self) -> int | None:
-        if not self._free:
-            return None
-        port = self._free.popleft()
+        free, used = self._free, self._used
+        while free:
+            port = free.popleft()
+            if port not in used:
+                used.add(port)
+                return port
+        return None
+
+    def take(self, port: int) -> bool:
+        """Hand out this very port (a restored call's), if it is in the range and free."""
+        if port not in self._ports or port in self._used:
+            return False
         self._used.add(port)
-        return port
+        return True
 
     def release(self, port: int) -> None:
         if port in self._used:
@@ -130,7 +141,7 @@ class PortPool:
             self._free.append(port)
 
     def __len__(self) -> int:
-        return len(self._free)
+        return len(self._ports) - len(self._used)
 
 
 class MediaAnchor:
@@ -206,6 +217,23 @@ class MediaAnchor:
 
     def has_side(self, leg: Leg) -> bool:
         return leg.id in self._sides
+
+    def side_port(self, leg: Leg) -> int | None:
+        return self._sides.get(leg.id)
+
+    def restore_side(self, call: Call, leg: Leg, port: int) -> bool:
+        if leg.id in self._sides or not self.ports.take(port):
+            return False
+        self._sides[leg.id] = port
+        self._by_call.setdefault(call.id, set()).add(leg.id)
+        self._commands.append(OpenSide(leg.id, port))
+        if leg.remote_sdp:
+            self.learn(call, leg, leg.remote_sdp)
+        sent = parse_or_none(leg.local_sdp) if leg.local_sdp else None
+        events = telephone_event_types(sent) if sent is not None else ()
+        if events:
+            self._commands.append(WatchDigits(leg.id, events))
+        return True
 
     # --- what the calls core asks for -------------------------------------------------------------
     def connect(self, leg_a: Leg, leg_b: Leg) -> None:

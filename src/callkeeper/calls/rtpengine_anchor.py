@@ -185,6 +185,12 @@ class RtpengineAnchor:
     def has_side(self, leg: Leg) -> bool:
         return leg.id in self._leg_calls
 
+    def side_port(self, leg: Leg) -> int | None:
+        return None  # rtpengine keeps its own calls; a restarted process has no slot for it
+
+    def restore_side(self, call: Call, leg: Leg, port: int) -> bool:
+        return False
+
     def connect(self, leg_a: Leg, leg_b: Leg) -> None:
         # rtpengine forwards between the two sides all along; what is left is to stop prompts.
         self._stop_prompts(leg_a)

@@ -1,9 +1,12 @@
-"""Carry out the registrar's persistence commands with the configured store.
+"""Carry out the core's persistence commands with the configured store.
 
 Registrations are written on every REGISTER and deleted on expiry or de-registration, so that
-after `kill -9` and a restart phones stay reachable without re-registering. The core's clock is
-the event loop's monotonic clock, which means nothing to another process or after a reboot, so
-times are stored as wall-clock times and converted back on load.
+after `kill -9` and a restart phones stay reachable without re-registering. Established calls
+are written when the core's CallSaver says so and deleted when they end, so that a restarted
+callkeeper takes them back (calls/call_snapshots.py). The core's clock is the event loop's
+monotonic clock, which means nothing to another process or after a reboot, so times are stored
+as wall-clock times and converted back on load. A write that fails is logged and counted; it
+never reaches the core (a store outage must not take calls down with it).
 """
 
 from __future__ import annotations
@@ -16,19 +19,32 @@ from typing import Any
 import msgspec
 import structlog
 
+from callkeeper.calls.call_saver import STORED_FOR
+from callkeeper.calls.call_snapshots import (
+    CallSnapshot,
+    DeleteCall,
+    SaveCall,
+    decode_snapshot,
+    encode_snapshot,
+)
 from callkeeper.directory import Binding, DeleteBinding, SaveBinding, decode_binding, encode_binding
 from callkeeper.store import Store
 
 log = structlog.get_logger(__name__)
 
 NAMESPACE = "bindings"
+CALLS_NAMESPACE = "calls"
 
 
 def _key(user: str, binding_key: str) -> str:
     return f"{user}/{binding_key}"
 
 
-class BindingPersistence:
+class _StoreWriter:
+    """Writes off the core's path, one task each; `flush` waits for those in flight."""
+
+    what = "a record"
+
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
@@ -37,6 +53,26 @@ class BindingPersistence:
 
     def _wall_offset(self) -> float:
         return time.time() - self.loop.time()
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(self._guard(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, work: Coroutine[Any, Any, object]) -> None:
+        try:
+            await work
+        except Exception:
+            self.failures += 1
+            log.exception(f"could not persist {self.what}")
+
+    async def flush(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class BindingPersistence(_StoreWriter):
+    what = "a registration"
 
     def __call__(self, command: object) -> None:
         if isinstance(command, SaveBinding):
@@ -60,18 +96,6 @@ class BindingPersistence:
     async def _delete(self, key: str) -> None:
         await self.store.delete(NAMESPACE, key)
 
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task: asyncio.Task[None] = self.loop.create_task(self._guard(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guard(self, work: Coroutine[Any, Any, object]) -> None:
-        try:
-            await work
-        except Exception:  # a store outage must not take calls down with it
-            self.failures += 1
-            log.exception("could not persist a registration")
-
     async def load(self) -> list[Binding]:
         """Every stored binding, with its times moved back onto the loop's clock."""
         offset = self._wall_offset()
@@ -93,6 +117,38 @@ class BindingPersistence:
             )
         return bindings
 
-    async def flush(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+class CallPersistence(_StoreWriter):
+    what = "a call"
+
+    def __call__(self, command: object) -> None:
+        if isinstance(command, SaveCall):
+            snapshot = command.snapshot
+            offset = self._wall_offset()
+            stored = msgspec.structs.replace(
+                snapshot, created=snapshot.created + offset, answered=snapshot.answered + offset
+            )
+            self._spawn(
+                self.store.put(CALLS_NAMESPACE, snapshot.id, encode_snapshot(stored), STORED_FOR)
+            )
+        elif isinstance(command, DeleteCall):
+            self._spawn(self.store.delete(CALLS_NAMESPACE, command.call_id))
+
+    async def load(self) -> list[CallSnapshot]:
+        """Every stored call, with its times moved back onto the loop's clock; unreadable ones
+        (damaged, or written by a version with another format) are deleted."""
+        offset = self._wall_offset()
+        snapshots = []
+        for key, value in await self.store.scan(CALLS_NAMESPACE):
+            try:
+                stored = decode_snapshot(value)
+            except msgspec.DecodeError:
+                log.warning("dropping an unreadable stored call", key=key)
+                await self.store.delete(CALLS_NAMESPACE, key)
+                continue
+            snapshots.append(
+                msgspec.structs.replace(
+                    stored, created=stored.created - offset, answered=stored.answered - offset
+                )
+            )
+        return snapshots

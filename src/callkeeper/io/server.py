@@ -1,7 +1,8 @@
 """`callkeeper serve`: build the pure core from the config, open transports and the API, run.
 
-Shutdown on SIGTERM/SIGINT is clean: listeners close first, connections are aborted, the API
-stops, and the process exits 0.
+Shutdown on SIGTERM/SIGINT is clean: established calls' snapshots are written (they come back
+at the next start), listeners close, connections are aborted, the API stops, and the process
+exits 0.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from callkeeper.config import Config, ConfigError, load_config
 from callkeeper.directory import DirectoryError
 from callkeeper.io.driver import Driver
 from callkeeper.io.ng import NgClient, NgError
-from callkeeper.io.persistence import BindingPersistence
+from callkeeper.io.persistence import BindingPersistence, CallPersistence
 from callkeeper.io.relay import MediaRelay
 from callkeeper.io.resolver import DnsResolver
 from callkeeper.io.rtpengine import DtmfLog, RtpengineMedia
@@ -60,6 +61,7 @@ class RunningServer:
     config_path: Path | None = None
     store: Store | None = None
     persistence: BindingPersistence | None = None
+    call_persistence: CallPersistence | None = None
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     relay: MediaRelay | None = None
     rtpengine: RtpengineMedia | None = None
@@ -82,8 +84,9 @@ class RunningServer:
         if self.api is not None:
             await self.api.stop()
         self.driver.close()
-        if self.persistence is not None:
-            await self.persistence.flush()
+        for writer in (self.persistence, self.call_persistence):
+            if writer is not None:
+                await writer.flush()
         if self.store is not None:
             await self.store.close()
 
@@ -100,9 +103,11 @@ async def start_server(
     media = await _start_media(config, core, driver)
     store = open_store(config.store.url)
     persistence = BindingPersistence(store, driver.loop)
-    driver.extra_sinks.append(persistence)
+    call_persistence = CallPersistence(store, driver.loop)
+    driver.extra_sinks.extend((persistence, call_persistence))
     try:
         restored = core.restore_bindings(await persistence.load(), driver.loop.time())
+        snapshots = await call_persistence.load()
     except Exception as error:
         await store.close()
         raise StartupError(
@@ -115,6 +120,7 @@ async def start_server(
     running = RunningServer(
         config, driver, core, None, config_path=config_path, store=store, persistence=persistence
     )
+    running.call_persistence = call_persistence
     running.relay, running.rtpengine, running.dtmf_log = (
         media.relay,
         media.rtpengine,
@@ -168,6 +174,9 @@ async def start_server(
     if config.log.level in ("debug", "info"):  # describing every event costs: only when logged
         driver.event_sinks.append(log_event)
     core.start(driver.loop.time())
+    # Once the listeners are open: a restored call's Via and Contact name them.
+    calls = core.restore_calls(snapshots, driver.loop.time())
+    log.info("calls restored", count=calls, stored=len(snapshots))
     driver.poke()
     return running
 
@@ -305,5 +314,8 @@ async def run_server(config: Config, config_path: Path | None = None) -> None:
     log.info("callkeeper started", sip=[str(a) for a in config.sip.listen], api=config.api.listen)
     await stop.wait()
     log.info("shutting down")
+    # Calls are not hung up: their snapshots stay in the store and they come back at the next
+    # start (an upgrade, a restart). Write the changes not written yet.
+    running.driver.on_input("shutdown", running.core.save_pending)
     await running.close()
     log.info("stopped")

@@ -199,6 +199,11 @@ class Dialog:
     def __repr__(self) -> str:
         return f"<Dialog {self.role.value} {self.state.value} {self.id}>"
 
+    @property
+    def creating_cseq(self) -> CSeq:
+        """The CSeq of the request that created the dialog (kept with a call's snapshot)."""
+        return self._creating_cseq
+
     # --- creation ---------------------------------------------------------------------------
     @classmethod
     def create_uac(
