@@ -6,13 +6,13 @@ takes the driver's inputs, and runs the event loop that hands each part's events
 requests to request_dispatch.py; answers to the watch, the B2BUA or the recovery engine; call
 events to the recovery engine and the watch (which endpoints are in a call); liveness and
 registrar events to the recovery engine. Outputs are the endpoint's wire commands, then the
-registrar's persistence commands, then the media anchor's; `next_event()` yields what the API
-and metrics want to know.
+persistence commands (the registrar's bindings, the CallSaver's call snapshots), then the media
+anchor's; `next_event()` yields what the API and metrics want to know.
 
 The rest is elsewhere, one job a module: where calls go (routing.py, which also answers the
 recovery engine's `Routes` questions), host names' addresses (resolved_targets.py), the API's
 views (views.py), voicemail waiting indication (mwi.py), the media anchor's choice
-(media_setup.py).
+(media_setup.py), calls taken back after a restart (call_restore.py).
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from callkeeper.calls import handover, media_setup, request_dispatch, routing, views
+from callkeeper.calls import call_restore, handover, media_setup, request_dispatch, routing, views
 from callkeeper.calls.anchors import Anchor
 from callkeeper.calls.b2bua import B2BUA, Contact
 from callkeeper.calls.call_saver import CallSaver
-from callkeeper.calls.call_snapshots import (
-    CallSnapshot,
-    DeleteCall,
-    SaveCall,
-    SnapshotError,
-    restore_call,
-)
+from callkeeper.calls.call_snapshots import CallSnapshot, DeleteCall, SaveCall
 from callkeeper.calls.events import (
     CallAnswered,
     CallEnded,
@@ -41,7 +35,7 @@ from callkeeper.calls.events import (
 )
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.media_anchor import MediaCommand
-from callkeeper.calls.model import Call, Leg
+from callkeeper.calls.model import Leg
 from callkeeper.calls.mwi import MessageWaiting
 from callkeeper.calls.recovery import RecoveryEngine
 from callkeeper.calls.resolved_targets import ResolvedTargets, needed_lookups
@@ -214,43 +208,20 @@ class CallManager:
         return restored
 
     def restore_calls(self, snapshots: Iterable[CallSnapshot], now: float) -> int:
-        """Take back the calls a previous run kept in the store (call_snapshots.py): each is
-        ACTIVE again, its phones watched as phones in a call, its media on its old relay
-        ports. A snapshot that cannot become a call is deleted. Returns how many came back."""
-        restored = 0
-        for snapshot in snapshots:
-            try:
-                call = restore_call(snapshot, self.ids)
-            except SnapshotError:
-                self._commands.append(DeleteCall(snapshot.id))
-                continue
-            if call.id in self.b2bua.calls:
-                continue
-            assert call.b is not None
-            self.b2bua.adopt(call, now)
-            self._restore_media(call, call.b, snapshot)
-            self.saver.restored(call.id, now)
-            for endpoint_id in (call.a.endpoint, call.b.endpoint):
-                self.watch.call_started_on(endpoint_id, now)
-            self.recovery.call_answered(call.id)
-            restored += 1
+        """Take back the calls a previous run kept in the store (call_restore.py)."""
+        restored = call_restore.restore_calls(self, snapshots, now)
         self.calls_restored += restored
         self._process(now)
         return restored
+
+    def persist(self, command: SaveCall | DeleteCall) -> None:
+        """Queue a call persistence command for the io layer."""
+        self._commands.append(command)
 
     def save_pending(self, now: float) -> None:
         """Shutting down (SIGTERM): write every call change not written yet, so that the
         calls come back when callkeeper starts again."""
         self._commands.extend(self.saver.pending(self.b2bua.calls, now))
-
-    def _restore_media(self, call: Call, b: Leg, snapshot: CallSnapshot) -> None:
-        """The relay sides on their old ports, connected. Without them (rtpengine, `off`, a
-        port taken) the call's signalling still comes back; its media is the anchor's own."""
-        media, a_port, b_port = self.media, snapshot.a.media_port, snapshot.b.media_port
-        if media is None or a_port is None or b_port is None:
-            return
-        if media.restore_side(call, call.a, a_port) and media.restore_side(call, b, b_port):
-            media.connect(call.a, b)
 
     def _media_port(self, leg: Leg) -> int | None:
         return self.media.side_port(leg) if self.media is not None else None
