@@ -64,8 +64,8 @@ def restarted(snapshots: list[CallSnapshot], **sections: Any) -> CoreDriver:
     """A new callkeeper on the same store: the snapshots go through their stored bytes."""
     driver = make_driver("r", **sections)
     stored = [decode_snapshot(encode_snapshot(snapshot)) for snapshot in snapshots]
+    driver.core.start(driver.now)  # as `callkeeper serve` does: static contacts watched first
     assert driver.core.restore_calls(stored, driver.now) == len(stored)
-    driver.core.start(driver.now)
     driver.collect()
     return driver
 
@@ -163,6 +163,21 @@ def test_a_restored_call_both_phones_forgot_is_ended_by_the_first_audit() -> Non
     assert len(second.core.b2bua) == 0
     assert second.requests(CALLEE, "BYE")
     assert to_callee.to_addr.tag == "bt"
+
+
+def test_a_restored_calls_phone_that_stays_silent_is_detected_and_the_call_held() -> None:
+    """bob's static contact died with callkeeper: the restarted one watches it as a phone in
+    a call (in-call probing), finds it DOWN and holds alice, as for any call."""
+    keepalive = {"keepalive": {"in_call_interval": 1.0, "options_interval": 30.0, "misses": 2}}
+    first = make_driver(**keepalive)
+    answered(first)
+    first.advance(SAVE_DELAY + 0.1)
+    second = restarted(saved(first), **keepalive)
+    call = next(iter(second.core.b2bua.calls.values()))
+    second.advance(10.0)  # bob answers none of the probes
+    assert len(second.requests(CALLEE, "OPTIONS")) >= 3  # probed at the in-call pace
+    assert call.state is CallState.HOLDING
+    assert second.requests(CALLER, "INVITE")  # alice put on hold by re-INVITE (media off)
 
 
 def test_a_relayed_reinvite_writes_the_call_again_with_the_new_sdp() -> None:
