@@ -195,11 +195,12 @@ def test_dns_down_at_start_up_is_not_fatal_and_the_name_resolves_later(
             assert uac.process is not None and uac.process.returncode == 0, uac.errors()
 
 
-def two_targets(first_port: int, second_port: int) -> list[str]:
+def two_targets(first_port: int, second_port: int, transport: str = "udp") -> list[str]:
     """pbx.test's SRV: `first_port` first (priority 0), then `second_port` (priority 10)."""
+    owner = f"_sip._{transport}.pbx.test"
     return [
-        srv_record("_sip._udp.pbx.test", "one.test", first_port, priority=0),
-        srv_record("_sip._udp.pbx.test", "two.test", second_port, priority=10),
+        srv_record(owner, "one.test", first_port, priority=0),
+        srv_record(owner, "two.test", second_port, priority=10),
         host_record("one.test"),
         host_record("two.test"),
     ]
@@ -243,6 +244,25 @@ def test_a_first_srv_target_that_is_not_running_is_skipped_after_timer_b(
             assert uac.stats().successful == 1
             wait_until(lambda: answered(uas) == 1, 10, what="the second target to count the call")
             assert server.metric("callkeeper_dns_failovers_total") == 1
+
+
+def test_a_refused_tcp_connection_fails_over_at_once(tmp_path: Path) -> None:
+    """Over TCP the first target refusing the connection is a transport failure: the next
+    target is tried at once, without waiting for Timer B (default T1 here: 32 s)."""
+    with (
+        Sipp(tmp_path / "uas", ["-sn", "uas"], transport="tcp", name="uas") as uas,
+        Dnsmasq(tmp_path / "dns", two_targets(free_port(), uas.port, "tcp")) as dnsmasq,
+    ):
+        extra = (
+            dns_section(dnsmasq) + '[[trunks]]\nname = "pbx"\nuri = "sip:pbx.test;transport=tcp"\n'
+        )
+        with ServerProcess(tmp_path / "ck", sip_extra=TRUSTED, extra_config=extra) as server:
+            uac = call(tmp_path, server, "5551", "uac")
+            assert uac.process is not None and uac.process.returncode == 0, uac.errors()
+            assert uac.stats().successful == 1
+            wait_until(lambda: answered(uas) == 1, 10, what="the second target to count the call")
+            assert server.metric("callkeeper_dns_failovers_total") == 1
+            assert "connect failed" in server.log()
 
 
 @pytest.mark.parametrize(
