@@ -9,9 +9,10 @@ failed, the caller gets the best of their failures (RFC 3261 §16.7).
 A fork to a host name with several addresses (SRV targets, A records) fails over to the next
 one (RFC 3263 §4.3, `_fail_over`) when the current one is unavailable: it answers 503, the
 transport fails, or Timer B fires before it sent any response at all. Any other final response,
-and a 503 after it rang (a provisional above 100), are its answer: the callee was reached. Kept apart from the B2BUA
-(b2bua.py), which owns the calls and dispatches to here, and from what happens once the call
-is up (in_dialog_relay.py, session_refresh.py).
+and a 503 after it rang (a provisional above 100), are its answer: the callee was reached.
+
+Kept apart from the B2BUA (b2bua.py), which owns the calls and dispatches to here, and from
+what happens once the call is up (in_dialog_relay.py, session_refresh.py).
 """
 
 from __future__ import annotations
