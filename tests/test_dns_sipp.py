@@ -1,6 +1,7 @@
 """Host names in the configuration, resolved by a real DNS server (dnsmasq) for the real
 `callkeeper serve`, with SIPp at the other end: a static contact by A record, a trunk by SRV
-(RFC 3263), a record that changes, a name that does not resolve, DNS down at start-up."""
+(RFC 3263), a record that changes, a name that does not resolve, DNS down at start-up, and
+failover to the next SRV target when the first answers 503 or nothing at all (RFC 3263 §4.3)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from support.dnsmasq import Dnsmasq, host_record, srv_record
 from support.ports import free_port
 from support.server import ServerProcess, run_cli, wait_until
-from support.sipp import Sipp
+from support.sipp import SCENARIOS, Sipp
 from support.ua import SDP_OFFER, UdpAgent
 
 TRUSTED = 'trusted_sources = ["127.0.0.1/32"]\n'
@@ -192,6 +193,76 @@ def test_dns_down_at_start_up_is_not_fatal_and_the_name_resolves_later(
             )
             uac = call(tmp_path, server, "bob", "uac")
             assert uac.process is not None and uac.process.returncode == 0, uac.errors()
+
+
+def two_targets(first_port: int, second_port: int, transport: str = "udp") -> list[str]:
+    """pbx.test's SRV: `first_port` first (priority 0), then `second_port` (priority 10)."""
+    owner = f"_sip._{transport}.pbx.test"
+    return [
+        srv_record(owner, "one.test", first_port, priority=0),
+        srv_record(owner, "two.test", second_port, priority=10),
+        host_record("one.test"),
+        host_record("two.test"),
+    ]
+
+
+def test_a_503_from_the_first_srv_target_fails_over_to_the_second(
+    tmp_path: Path, uas: Sipp
+) -> None:
+    args = ["-sf", str(SCENARIOS / "unavailable_503.xml")]
+    with (
+        Sipp(tmp_path / "down", args, name="down") as down,
+        Dnsmasq(tmp_path / "dns", two_targets(down.port, uas.port)) as dnsmasq,
+    ):
+        extra = dns_section(dnsmasq) + '[[trunks]]\nname = "pbx"\nuri = "sip:pbx.test"\n'
+        with ServerProcess(tmp_path / "ck", sip_extra=TRUSTED, extra_config=extra) as server:
+            uac = call(tmp_path, server, "5551", "uac-1")
+            assert uac.process is not None and uac.process.returncode == 0, uac.errors()
+            assert uac.stats().successful == 1
+            wait_until(lambda: answered(uas) == 1, 10, what="the second target to count the call")
+            assert server.metric("callkeeper_dns_failovers_total") == 1
+            # Its 503 said Retry-After: 30, so the next call tries it last: straight to the
+            # second target, no failover.
+            assert call(tmp_path, server, "5552", "uac-2").stats().successful == 1
+            wait_until(lambda: answered(uas) == 2, 10, what="the second target to count call 2")
+            assert server.metric("callkeeper_dns_failovers_total") == 1
+            assert server.metric("callkeeper_core_errors_total") == 0
+
+
+def test_a_first_srv_target_that_is_not_running_is_skipped_after_timer_b(
+    tmp_path: Path, uas: Sipp
+) -> None:
+    """Nothing listens on the first target's port: the ICMP port unreachable cannot be told
+    apart per transaction on an unconnected UDP socket, so Timer B (64·T1, 3.2 s here) is what
+    moves the call on."""
+    with Dnsmasq(tmp_path / "dns", two_targets(free_port(), uas.port)) as dnsmasq:
+        extra = dns_section(dnsmasq) + '[[trunks]]\nname = "pbx"\nuri = "sip:pbx.test"\n'
+        sip = TRUSTED + "t1 = 0.05\n"
+        with ServerProcess(tmp_path / "ck", sip_extra=sip, extra_config=extra) as server:
+            uac = call(tmp_path, server, "5551", "uac")
+            assert uac.process is not None and uac.process.returncode == 0, uac.errors()
+            assert uac.stats().successful == 1
+            wait_until(lambda: answered(uas) == 1, 10, what="the second target to count the call")
+            assert server.metric("callkeeper_dns_failovers_total") == 1
+
+
+def test_a_refused_tcp_connection_fails_over_at_once(tmp_path: Path) -> None:
+    """Over TCP the first target refusing the connection is a transport failure: the next
+    target is tried at once, without waiting for Timer B (default T1 here: 32 s)."""
+    with (
+        Sipp(tmp_path / "uas", ["-sn", "uas"], transport="tcp", name="uas") as uas,
+        Dnsmasq(tmp_path / "dns", two_targets(free_port(), uas.port, "tcp")) as dnsmasq,
+    ):
+        extra = (
+            dns_section(dnsmasq) + '[[trunks]]\nname = "pbx"\nuri = "sip:pbx.test;transport=tcp"\n'
+        )
+        with ServerProcess(tmp_path / "ck", sip_extra=TRUSTED, extra_config=extra) as server:
+            uac = call(tmp_path, server, "5551", "uac")
+            assert uac.process is not None and uac.process.returncode == 0, uac.errors()
+            assert uac.stats().successful == 1
+            wait_until(lambda: answered(uas) == 1, 10, what="the second target to count the call")
+            assert server.metric("callkeeper_dns_failovers_total") == 1
+            assert "connect failed" in server.log()
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,11 @@ class CoreDriver:
         self.core.receive_datagram(data, Flow("udp", source, SERVER), self.now)
         self._collect()
 
+    def connection_lost(self, flow: Flow) -> None:
+        """A TCP/TLS connection closed, or could not be made (io/stream.py reports both)."""
+        self.core.connection_lost(flow, self.now)
+        self._collect()
+
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every core timer due on the way, in order."""
         end = self.now + seconds

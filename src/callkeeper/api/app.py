@@ -103,6 +103,11 @@ class CoreCollector(Collector):
         yield CounterMetricFamily(
             "callkeeper_calls_completed", "Calls that have ended", value=self._core.calls_completed
         )
+        yield CounterMetricFamily(
+            "callkeeper_dns_failovers",
+            "INVITEs sent on to a host name's next address after 503, timeout or transport error",
+            value=self._core.b2bua.dns_failovers,
+        )
         audits = CounterMetricFamily(
             "callkeeper_dialog_audits",
             "In-dialog OPTIONS to call legs, by what they found (gone: 481)",

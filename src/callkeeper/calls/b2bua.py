@@ -54,6 +54,8 @@ class Contact:
     flow: Flow
     endpoint: str | None = None  # the registration key or static contact it stands for
     user: str | None = None
+    # A host name's other addresses, in RFC 3263 order: where the INVITE goes if `flow` fails.
+    alternates: tuple[Flow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ class B2BUA:
         self.audit = DialogAudit(endpoint, local, audit_interval)
         self.hooks: RecoveryHooks | None = None
         self.media: Anchor | None = None  # relay or rtpengine: SDP names our media ports
+        # (address, seconds, now): a server answered 503 with Retry-After (resolved_targets.py).
+        self.rest_target: Callable[[tuple[str, int], float, float], None] | None = None
+        self.dns_failovers = 0  # INVITEs sent on to a host name's next address (forking.py)
 
     # --- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -227,12 +232,11 @@ class B2BUA:
         return False
 
     def transaction_timed_out(self, transaction_id: int, now: float) -> None:
-        """Timer B/F: no answer. A fork counts as a 408; a relayed request is answered 408."""
+        """Timer B/F: no answer. A fork fails over or counts as a 408; a relayed request is
+        answered 408."""
         fork_entry = self.forks.get(transaction_id)
         if fork_entry is not None:
-            call, fork = fork_entry
-            assert fork.invite is not None
-            forking.fork_response(self, call, fork, fork.invite.create_response(408), now)
+            forking.fork_timed_out(self, *fork_entry, now)
             return
         relay = self.relays.pop(transaction_id, None)
         if relay is not None:
@@ -242,6 +246,27 @@ class B2BUA:
             call, leg = refresh
             self.leg_broke(call, leg, now, "session refresh timed out")
         self._audit_found(self.audit.timed_out(transaction_id), now)
+
+    def transport_failed(self, transaction_id: int, now: float) -> None:
+        """A fork's INVITE could not be sent: it fails over or counts as a 503."""
+        fork_entry = self.forks.get(transaction_id)
+        if fork_entry is not None:
+            forking.fork_unreachable(self, *fork_entry, now)
+
+    def connection_closed(self, flow: Flow, now: float) -> None:
+        """A TCP/TLS connection we dialled closed (or could not be made): forks sent over it
+        that heard nothing back had a transport failure (RFC 3263 §4.3). (A phone's own
+        connection, `flow.connection` set, is left to Timer B as before.)"""
+        for transaction_id, (call, fork) in list(self.forks.items()):
+            if (
+                fork.flow.connection is None
+                and fork.state is LegState.TRYING
+                and fork.provisional == 0
+                and fork.flow.transport == flow.transport
+                and fork.flow.remote == flow.remote
+            ):
+                self.endpoint.abandon_transaction(transaction_id, now)
+                forking.fork_unreachable(self, call, fork, now)
 
     def _audit_found(self, lost: LegLost | None, now: float) -> None:
         if lost is not None:

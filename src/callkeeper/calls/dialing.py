@@ -79,6 +79,19 @@ _INVITE_CSEQ_TEXT = "1 INVITE"
 _INVITE_CSEQ = new_cseq(1, "INVITE")
 
 
+def retarget_invite(local: LocalAddresses, ids: IdSource, invite: Request, flow: Flow) -> Request:
+    """`invite` for the next address of its host (RFC 3263 §4.3): "identical to the previous,
+    but [with] a different value of the Via branch ID", so a new client transaction. Call-ID,
+    tags, CSeq and Request-URI stay: the next server is the same logical destination."""
+    headers = invite.headers.copy()
+    via = local.via(flow).with_params(branch=MAGIC_COOKIE + ids())
+    via_text = str(via)
+    headers.set("Via", via_text)
+    retry = Request("INVITE", invite.uri, headers, invite.body)
+    retry.remember_view("top-via", via_text, via)
+    return retry
+
+
 def build_reboot_notify(
     local: LocalAddresses, ids: IdSource, *, uri: URI, flow: Flow, user_agent: str
 ) -> Request:

@@ -4,9 +4,15 @@ One job: from the A leg's INVITE to its final response. One INVITE per contact o
 goes out in parallel (we are their UAC); provisional responses reach the caller as they come
 (early media included); the first 2xx wins and becomes the B leg, the other forks are
 CANCELled, and a 2xx that still arrives from one of them is ACKed and BYEd. When every fork
-failed, the caller gets the best of their failures (RFC 3261 §16.7). Kept apart from the B2BUA
-(b2bua.py), which owns the calls and dispatches to here, and from what happens once the call
-is up (in_dialog_relay.py, session_refresh.py).
+failed, the caller gets the best of their failures (RFC 3261 §16.7).
+
+A fork to a host name with several addresses (SRV targets, A records) fails over to the next
+one (RFC 3263 §4.3, `_fail_over`) when the current one is unavailable: it answers 503, the
+transport fails, or Timer B fires before it sent any response at all. Any other final response,
+and a 503 after it rang (a provisional above 100), are its answer: the callee was reached.
+
+Kept apart from the B2BUA (b2bua.py), which owns the calls and dispatches to here, and from
+what happens once the call is up (in_dialog_relay.py, session_refresh.py).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from callkeeper.calls import session_refresh, session_timer
-from callkeeper.calls.dialing import SESSION_HEADER, build_invite, new_call_id
+from callkeeper.calls.dialing import SESSION_HEADER, build_invite, new_call_id, retarget_invite
 from callkeeper.calls.events import CallAnswered
 from callkeeper.calls.model import Call, CallState, Leg, LegState
 from callkeeper.sip.address import Address
@@ -80,6 +86,7 @@ def _fork(
         user=contact.user,
         endpoint=contact.endpoint,
         local_tag=b2bua.ids(),
+        alternates=contact.alternates,
     )
     call_id = new_call_id(b2bua.ids)
     headers: list[tuple[str, str]] = []
@@ -121,16 +128,73 @@ def _fork(
 
 
 def fork_response(b2bua: B2BUA, call: Call, fork: Leg, response: Response, now: float) -> None:
-    """A response to one fork's INVITE (a Timer B timeout comes here as a 408)."""
+    """A response to one fork's INVITE from the wire."""
     status = response.status
-    if status == 100:
-        return
     if status < 200:
-        _provisional(b2bua, call, fork, response, now)
+        fork.provisional = max(fork.provisional, status)
+        if status > 100:
+            _provisional(b2bua, call, fork, response, now)
     elif status < 300:
         _success(b2bua, call, fork, response, now)
     else:
+        if status == 503:
+            _rest_target(b2bua, fork, response, now)
+            if fork.provisional <= 100 and _fail_over(b2bua, call, fork, now):
+                return
         _failure(b2bua, call, fork, response, now)
+
+
+def fork_timed_out(b2bua: B2BUA, call: Call, fork: Leg, now: float) -> None:
+    """Timer B fired: the next address if this one never answered at all (RFC 3263 §4.3), else
+    a 408. A 100 Trying means a server took the INVITE on: asking another could ring twice."""
+    if fork.provisional == 0 and _fail_over(b2bua, call, fork, now):
+        return
+    assert fork.invite is not None
+    _failure(b2bua, call, fork, fork.invite.create_response(408), now)
+
+
+def fork_unreachable(b2bua: B2BUA, call: Call, fork: Leg, now: float) -> None:
+    """The transport failed (ICMP error, TCP connect refused): the next address unless this one
+    already rang, else a 503 as RFC 3261 §8.1.3.1 has the TU treat it."""
+    if fork.provisional <= 100 and _fail_over(b2bua, call, fork, now):
+        return
+    assert fork.invite is not None
+    _failure(b2bua, call, fork, fork.invite.create_response(503), now)
+
+
+def _fail_over(b2bua: B2BUA, call: Call, fork: Leg, now: float) -> bool:
+    """Send the fork's INVITE to its next address as a new client transaction; False when
+    there is none or the fork is no longer wanted (cancelled, or another fork answered)."""
+    if (
+        not fork.alternates
+        or fork.cancelled
+        or fork.invite is None
+        or call.state is not CallState.SETUP
+        or call.b is not None
+    ):
+        return False
+    flow, fork.alternates = fork.alternates[0], fork.alternates[1:]
+    if fork.invite_transaction is not None:
+        # The old transaction ends on its own (it ACKs a retransmitted 503); it no longer
+        # speaks for this fork.
+        b2bua.forks.pop(fork.invite_transaction, None)
+    fork.invite = retarget_invite(b2bua.local, b2bua.ids, fork.invite, flow)
+    fork.flow = flow
+    fork.provisional = 0
+    fork.state = LegState.TRYING
+    b2bua.dns_failovers += 1
+    fork.invite_transaction = b2bua.endpoint.send_request(fork.invite, flow, now)
+    b2bua.forks[fork.invite_transaction] = (call, fork)
+    return True
+
+
+def _rest_target(b2bua: B2BUA, fork: Leg, response: Response, now: float) -> None:
+    """A 503 with Retry-After: the server asks not to be sent requests for that long (RFC 3261
+    §21.5.4); new calls try its address last until then."""
+    value = (response.headers.get("retry-after") or "").strip()
+    digits = value[: len(value) - len(value.lstrip("0123456789"))]
+    if digits and b2bua.rest_target is not None:
+        b2bua.rest_target(fork.flow.remote, float(digits), now)
 
 
 def _provisional(b2bua: B2BUA, call: Call, fork: Leg, response: Response, now: float) -> None:

@@ -149,6 +149,7 @@ class CallManager:
         self._watched_statics: set[str] | None = None
         # Host names of configured URIs → their addresses (io/resolver.py fills it).
         self.resolved_targets = ResolvedTargets(self.local)
+        self.b2bua.rest_target = self.resolved_targets.rest
         self.message_waiting = MessageWaiting(self.endpoint, self.local, ids, config.sip.user_agent)
         self.calls_completed = 0
         self.calls_restored = 0  # taken back from the store at start-up
@@ -188,8 +189,9 @@ class CallManager:
     def set_resolved(
         self, lookup: Lookup, addresses: Iterable[tuple[str, int]], now: float
     ) -> None:
-        """The addresses `lookup` resolved to, best first; calls use the first from now on.
-        Static contacts behind the name are probed at the new address."""
+        """The addresses `lookup` resolved to, best first; calls go to the first from now on
+        and fail over to the others. Static contacts behind the name are probed at the new
+        first address."""
         moved = self.resolved_targets.set(lookup, tuple(addresses))
         if not moved or self._watched_statics is None:
             return
@@ -385,6 +387,7 @@ class CallManager:
             elif kind is TransportFailed:
                 assert isinstance(event, TransportFailed)
                 watch.probe_transport_failed(event.transaction_id, now)
+                b2bua.transport_failed(event.transaction_id, now)
             elif kind is TransactionTerminated:
                 assert isinstance(event, TransactionTerminated)
                 b2bua.transaction_terminated(event.transaction_id)
@@ -393,6 +396,7 @@ class CallManager:
             elif kind is ConnectionClosed:
                 assert isinstance(event, ConnectionClosed)
                 watch.connection_closed(event.flow, now)
+                b2bua.connection_closed(event.flow, now)
                 self.registrar.connection_closed(event.flow)
         self._drain_registrar(now)
         self._drain_calls(now)

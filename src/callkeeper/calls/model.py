@@ -56,6 +56,10 @@ class Leg:
     session: str | None = None  # an IVR node's session id (X-Callkeeper-Session in its 2xx)
     keys: str = ""  # the last keys it sent (SIP INFO), for the feature code mid-call
     keys_at: float = 0.0
+    # A B fork to a host name: the addresses still to try, in order, when the current one fails
+    # (RFC 3263 §4.3, forking.py), and the highest provisional status the current one sent.
+    alternates: tuple[Flow, ...] = ()
+    provisional: int = 0
 
 
 @dataclass(slots=True, eq=False)

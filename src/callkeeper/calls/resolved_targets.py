@@ -5,6 +5,10 @@ looks the names up ahead of time (`needed_lookups` says which) and hands each an
 (`CallManager.set_resolved`), so routing a call only reads this table and never waits on DNS.
 A URI whose name has no address yet has no flow: the caller decides what that means (503 for a
 trunk, a static contact skipped).
+
+Every address of an answer is kept, in RFC 3263 order (SRV priority and weight, then each
+target's addresses): a call goes to the first and fails over to the next ones (forking.py). An
+address that answered `503` with `Retry-After` rests until then (`rest`): it is tried last.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from callkeeper.sip.transport import Flow
 from callkeeper.sip.uri import URI, parse_uri
 
 Addresses = tuple[tuple[str, int], ...]
+# A Retry-After longer than this is a misconfigured server, not a reason to skip it for a day.
+MAX_REST = 3600.0
 
 
 def needed_lookups(directory: Directory, voicemail_uri: str | None) -> set[Lookup]:
@@ -36,6 +42,7 @@ class ResolvedTargets:
     def __init__(self, local: LocalAddresses) -> None:
         self._local = local
         self._addresses: dict[Lookup, Addresses] = {}
+        self._resting: dict[tuple[str, int], float] = {}  # address → until when it is tried last
 
     def get(self, lookup: Lookup) -> Addresses:
         return self._addresses.get(lookup, ())
@@ -59,14 +66,27 @@ class ResolvedTargets:
     def flow_for(self, uri: URI) -> Flow | None:
         """The flow to a URI's host and port: an IP literal as it is, a host name at the first
         address io/resolver.py found for it (RFC 3263), None while it has none."""
+        flows = self.flows_for(uri)
+        return flows[0] if flows else None
+
+    def flows_for(self, uri: URI, now: float | None = None) -> tuple[Flow, ...]:
+        """Every flow to a URI, in the order to try them (RFC 3263 §4.3): one for an IP literal,
+        a host name's addresses best first, those resting at `now` (if given) moved last."""
         transport = uri_transport(uri)
+        local = self._local.local_for(transport)
         lookup = lookup_for(uri)
         if lookup is None:
             host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
-            address = (host, uri.port or DEFAULT_PORTS[transport])
-        else:
-            addresses = self._addresses.get(lookup)
-            if not addresses:
-                return None
-            address = addresses[0]
-        return Flow(transport, address, self._local.local_for(transport))
+            return (Flow(transport, (host, uri.port or DEFAULT_PORTS[transport]), local),)
+        addresses = self._addresses.get(lookup, ())
+        if now is not None and self._resting:
+            resting = self._resting
+            addresses = tuple(sorted(addresses, key=lambda a: resting.get(a, now) > now))
+        return tuple(Flow(transport, address, local) for address in addresses)
+
+    def rest(self, address: tuple[str, int], seconds: float, now: float) -> None:
+        """`address` answered 503 with Retry-After: `seconds` (RFC 3261 §21.5.4): try it last
+        until then. Expired entries are dropped here, so the table holds only resting ones."""
+        self._resting = {a: until for a, until in self._resting.items() if until > now}
+        if seconds > 0:
+            self._resting[address] = now + min(seconds, MAX_REST)

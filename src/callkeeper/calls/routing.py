@@ -72,8 +72,8 @@ def step_contacts(
         uri = parse_uri(uri_text)
         if uri.user is None:
             uri = uri.replace(user=user)
-        flow = core.resolved_targets.flow_for(uri)
-        return [Contact(uri, flow, endpoint="voicemail", user=user)] if flow is not None else []
+        contact = located_contact(core, uri, endpoint="voicemail", user=user)
+        return [contact] if contact is not None else []
     return []
 
 
@@ -91,8 +91,8 @@ def target_contacts(core: CallManager, target: str) -> list[Contact]:
         return []
     if not uri.is_sip or uri.user is None or core.local.is_ours(uri.host, uri.port):
         return []
-    flow = core.resolved_targets.flow_for(uri)  # a name outside the configuration has no address
-    return [Contact(uri, flow)] if flow is not None else []
+    contact = located_contact(core, uri)  # a name outside the configuration has no address
+    return [contact] if contact is not None else []
 
 
 def user_contacts(core: CallManager, user: str, now: float) -> list[Contact]:
@@ -108,20 +108,27 @@ def user_contacts(core: CallManager, user: str, now: float) -> list[Contact]:
         for binding in core.registrar.contacts_of(user, now)
     ]
     for static in core.directory.static_contacts(user):
-        flow = core.resolved_targets.flow_for(static.uri)
-        if flow is None:
-            continue  # its host name has no address (yet): the user's other devices ring
-        contacts.append(Contact(static.uri, flow, endpoint=static.endpoint_id, user=user))
+        contact = located_contact(core, static.uri, endpoint=static.endpoint_id, user=user)
+        if contact is not None:  # None: its host name has no address (yet), the others ring
+            contacts.append(contact)
     return contacts
 
 
 def trunk_contact(core: CallManager, target: NumberTarget) -> Contact | None:
     """The number at its trunk; None while the trunk's host name has no address."""
     uri = target.trunk.uri.replace(user=target.number)
-    flow = core.resolved_targets.flow_for(uri)
-    if flow is None:
+    return located_contact(core, uri, endpoint=f"trunk:{target.trunk.name}")
+
+
+def located_contact(
+    core: CallManager, uri: URI, endpoint: str | None = None, user: str | None = None
+) -> Contact | None:
+    """`uri` at the first address of its host (RFC 3263), the others kept to fail over to;
+    None while its host name has no address."""
+    flows = core.resolved_targets.flows_for(uri, core.now)
+    if not flows:
         return None
-    return Contact(uri, flow, endpoint=f"trunk:{target.trunk.name}")
+    return Contact(uri, flows[0], endpoint=endpoint, user=user, alternates=flows[1:])
 
 
 def next_ivr_node(core: CallManager, contacts: list[Contact]) -> Contact:
