@@ -103,6 +103,11 @@ class CoreCollector(Collector):
         yield CounterMetricFamily(
             "callkeeper_calls_completed", "Calls that have ended", value=self._core.calls_completed
         )
+        yield GaugeMetricFamily(
+            "callkeeper_mwi_subscriptions",
+            "message-summary subscriptions held (phones watching their voicemail counts)",
+            value=len(self._core.message_waiting.subscriptions),
+        )
         audits = CounterMetricFamily(
             "callkeeper_dialog_audits",
             "In-dialog OPTIONS to call legs, by what they found (gone: 481)",
