@@ -295,3 +295,24 @@ def test_a_notify_nobody_answers_ends_the_subscription() -> None:
     subscribe(d, answer=False)
     d.advance(40)  # Timer F (64·T1) for the first NOTIFY, its retransmissions unanswered
     assert gauge(d) == 0
+
+
+def test_notifies_follow_the_flow_of_the_latest_refresh() -> None:
+    """A phone whose NAT binding moved (or that reconnected over TCP) refreshes from a new
+    address: the counts go there from then on."""
+    d = driver()
+    ok, _ = subscribe(d)
+    moved = ("127.0.0.1", 7012)
+    d.receive(
+        subscribe_text(
+            source=moved, call_id=ok.call_id, cseq=3, to_tag=ok.to_addr.tag or ""
+        ).replace(f"tag=ph{moved[1]}", f"tag=ph{PHONE[1]}"),
+        moved,
+    )
+    refreshed, (notify,) = split(d, moved)
+    assert refreshed.status == 200
+    d.receive(reply(notify, 200), moved)
+    d.voicemail_recorded("alice", 1)
+    assert d.take(PHONE) == []
+    (counts,) = d.requests(moved, "NOTIFY")
+    assert counts.call_id == ok.call_id and summary(counts)["voice-message"] == "1/0 (0/0)"

@@ -52,7 +52,7 @@ Summary = Callable[[str], bytes]  # a user → the message-summary body of their
 class Subscription:
     user: str
     dialog: Dialog
-    flow: Flow  # the SUBSCRIBE's: NOTIFYs go back the way it came (NAT, a TCP connection)
+    flow: Flow  # the latest SUBSCRIBE's: NOTIFYs go back the way it came (NAT, TCP)
     event: str  # the Event the phone sent (an `id` with it), echoed in every NOTIFY
     expires_at: float
 
@@ -142,9 +142,10 @@ class MwiSubscriptions:
         except ParseError:
             return False
 
-    def refresh(self, request: Request, transaction_id: int, now: float) -> None:
+    def refresh(self, request: Request, transaction_id: int, flow: Flow, now: float) -> None:
         """A request inside a subscription's dialog: a SUBSCRIBE refreshes or (Expires: 0)
-        ends it; anything else is not for a subscription dialog (405)."""
+        ends it; anything else is not for a subscription dialog (405). NOTIFYs follow the
+        refresh's flow from now on (a new TCP connection, a NAT binding that moved)."""
         subscription = self._by_dialog[DialogId.of_request(request)]
         if request.method != "SUBSCRIBE":
             response = request.create_response(405)  # its To has our tag already
@@ -163,6 +164,7 @@ class MwiSubscriptions:
         if expires == 0:
             self._end(subscription, now)
             return
+        subscription.flow = flow
         subscription.expires_at = now + expires
         self._expiry.schedule(subscription.expires_at, subscription.dialog.id)
         self._notify(subscription, f"active;expires={expires}", now)

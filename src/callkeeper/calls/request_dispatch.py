@@ -38,7 +38,7 @@ def dispatch(
         if core.b2bua.knows_dialog(request):
             core.b2bua.receive_in_dialog(request, transaction_id, flow, now)
         elif core.message_waiting.subscriptions.knows(request):
-            core.message_waiting.subscriptions.refresh(request, transaction_id, now)
+            core.message_waiting.subscriptions.refresh(request, transaction_id, flow, now)
         else:
             reply(core, request, transaction_id, 481, now, tag=False)
         return
