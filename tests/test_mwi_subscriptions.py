@@ -222,7 +222,7 @@ def test_in_dialog_subscribe_for_an_unknown_subscription_is_481() -> None:
 # --- what is refused ------------------------------------------------------------------------------
 def test_other_events_and_a_missing_event_are_489_with_allow_events() -> None:
     d = driver()
-    for event in ("presence", None):  # none: RFC 6665 §8.2.1 reads it as PINT's
+    for event in ("presence", None):  # none: RFC 6665 reads it as PINT's
         d.receive(subscribe_text(event=event, call_id=f"{event}@phone"), PHONE)
         (response,) = d.responses(PHONE)
         assert response.status == 489, event

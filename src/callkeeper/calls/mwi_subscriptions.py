@@ -5,11 +5,11 @@ authentication (request_dispatch.py) becomes a dialog: 200 with the granted Expi
 a NOTIFY with the counts (`Subscription-State: active;expires=N`). A refresh inside the dialog
 gets the same; `Expires: 0`, or no refresh before the subscription runs out, gets a last NOTIFY
 `terminated;reason=timeout` and the subscription is gone. When the counts change (mwi.py calls
-`changed`) every subscription of the user gets a NOTIFY in its dialog; mwi.py leaves the
-phones `covers` names out of its unsolicited NOTIFYs.
+`changed`) every subscription of the user gets a NOTIFY in its dialog, and mwi.py sends no
+unsolicited NOTIFY to a phone that `covers` finds subscribed.
 
 Subscriptions live in memory only: after a restart a phone's refresh meets 481 and it subscribes
-again (RFC 6665 §4.1.2.4 has it do so). They are bounded per user and in all (503 beyond).
+again (RFC 6665: a refresh answered 481 ends the subscription). They are bounded per user and in all (503 beyond).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ DEFAULT_EXPIRES = 3600  # RFC 3842 §4 leaves the default to the notifier
 MAX_PER_USER = 16
 MAX_TOTAL = 10_000
 RETRY_AFTER = MIN_EXPIRES
-# Answers to a NOTIFY that end the subscription (RFC 5057 §5.1: they destroy the usage; RFC
-# 6665 §4.2.2 names 481 and the transaction timeout).
+# Answers to a NOTIFY that end the subscription (RFC 5057: they destroy the usage; RFC 6665
+# repeats the list for NOTIFY and adds the transaction timeout).
 _ENDING_STATUSES = frozenset({404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 604})
 
 Summary = Callable[[str], bytes]  # a user → the message-summary body of their counts
@@ -58,7 +58,7 @@ class Subscription:
 
 
 def event_type(request: Request) -> str:
-    """The package an Event header names, lower case; "" when there is none (RFC 6665 §8.2.1
+    """The package an Event header names, lower case; "" when there is none (RFC 6665
     then means the retired PINT package, which we do not serve either)."""
     value = request.headers.get("event") or ""
     return value.split(";", 1)[0].strip().lower()
@@ -128,7 +128,7 @@ class MwiSubscriptions:
         event = request.headers.get("event") or EVENT
         subscription = Subscription(user, dialog, flow, event.strip(), now + expires)
         self._answer(subscription, request, transaction_id, expires, now)
-        if expires == 0:  # a fetch (RFC 6665 §4.4.3): the state once, no subscription kept
+        if expires == 0:  # a fetch (RFC 6665 polling): the state once, no subscription kept
             self._notify(subscription, "terminated;reason=timeout", now)
             return
         self._by_dialog[dialog.id] = subscription
@@ -248,7 +248,7 @@ class MwiSubscriptions:
 
     # --- helpers --------------------------------------------------------------------------------
     def _end(self, subscription: Subscription, now: float) -> None:
-        """The subscription ran out (or was ended by an unsubscribe): RFC 6665 §4.2.2 asks for
+        """The subscription ran out (or was ended by an unsubscribe): RFC 6665 asks for
         a last NOTIFY saying so."""
         self._remove(subscription)
         self._notify(subscription, "terminated;reason=timeout", now)
