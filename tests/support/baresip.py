@@ -177,6 +177,7 @@ class Baresip:
     tone_hz: int = 1000
     answermode: str = "auto"
     regint: int = 60
+    apps: tuple[str, ...] = ()  # more application modules, e.g. "mwi.so"
     base_port: int = field(default_factory=reserve_port_block)
     process: subprocess.Popen[bytes] | None = None
     ctl: BaresipCtl | None = None
@@ -231,6 +232,7 @@ class Baresip:
             ("module_tmp", "account.so"),
             ("module_app", "menu.so"),
             ("module_app", "ctrl_tcp.so"),
+            *(("module_app", app) for app in self.apps),
             ("ctrl_tcp_listen", f"127.0.0.1:{self.ctrl_port}"),
         ]
         (self.workdir / "config").write_text("".join(f"{k}\t\t{v}\n" for k, v in lines))

@@ -48,6 +48,11 @@ class CoreDriver:
         self.core.connection_lost(flow, self.now)
         self._collect()
 
+    def voicemail_recorded(self, user: str, waiting: int) -> None:
+        """The io relay stored a message for `user` (MWI)."""
+        self.core.voicemail_recorded(user, waiting, self.now)
+        self._collect()
+
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every core timer due on the way, in order."""
         end = self.now + seconds

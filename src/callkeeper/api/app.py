@@ -108,6 +108,11 @@ class CoreCollector(Collector):
             "INVITEs sent on to a host name's next address after 503, timeout or transport error",
             value=self._core.b2bua.dns_failovers,
         )
+        yield GaugeMetricFamily(
+            "callkeeper_mwi_subscriptions",
+            "message-summary subscriptions held (phones watching their voicemail counts)",
+            value=len(self._core.message_waiting.subscriptions),
+        )
         audits = CounterMetricFamily(
             "callkeeper_dialog_audits",
             "In-dialog OPTIONS to call legs, by what they found (gone: 481)",

@@ -11,8 +11,9 @@ anchor's; `next_event()` yields what the API and metrics want to know.
 
 The rest is elsewhere, one job a module: where calls go (routing.py, which also answers the
 recovery engine's `Routes` questions), host names' addresses (resolved_targets.py), the API's
-views (views.py), voicemail waiting indication (mwi.py), the media anchor's choice
-(media_setup.py), calls taken back after a restart (call_restore.py).
+views (views.py), voicemail waiting indication (mwi.py, and mwi_subscriptions.py for the phones
+that subscribe to it), the media anchor's choice (media_setup.py), calls taken back after a
+restart (call_restore.py).
 """
 
 from __future__ import annotations
@@ -306,6 +307,7 @@ class CallManager:
         self.recovery.handle_timer(now)
         self.watch.handle_timer(now)
         self._commands.extend(self.saver.due(self.b2bua.calls, now))
+        self.message_waiting.subscriptions.handle_timer(now)
         self._process(now)
 
     def get_timer(self) -> float | None:
@@ -316,6 +318,7 @@ class CallManager:
             self.recovery.get_timer(),
             self.watch.get_timer(),
             self.saver.next_deadline(),
+            self.message_waiting.subscriptions.get_timer(),
         )
 
     def next_command(
@@ -345,6 +348,7 @@ class CallManager:
         b2bua = self.b2bua
         watch = self.watch
         recovery = self.recovery
+        subscriptions = self.message_waiting.subscriptions
         while (event := endpoint.next_event()) is not None:
             kind = type(event)
             if kind is StatelessRequestReceived:
@@ -369,6 +373,7 @@ class CallManager:
                 if not (
                     watch.probe_response(transaction_id, now)
                     or b2bua.receive_response(transaction_id, event.response, now)
+                    or subscriptions.receive_response(transaction_id, event.response)
                 ):
                     recovery.receive_response(transaction_id, event.response, now)
             elif kind is KeepaliveReceived:
@@ -384,15 +389,18 @@ class CallManager:
                 # A probe's silence is judged by the monitor's own, shorter deadline.
                 b2bua.transaction_timed_out(event.transaction_id, now)
                 recovery.transaction_timed_out(event.transaction_id, now)
+                subscriptions.notify_failed(event.transaction_id)
             elif kind is TransportFailed:
                 assert isinstance(event, TransportFailed)
                 watch.probe_transport_failed(event.transaction_id, now)
                 b2bua.transport_failed(event.transaction_id, now)
+                subscriptions.notify_failed(event.transaction_id)
             elif kind is TransactionTerminated:
                 assert isinstance(event, TransactionTerminated)
                 b2bua.transaction_terminated(event.transaction_id)
                 recovery.transaction_terminated(event.transaction_id)
                 watch.probe_finished(event.transaction_id)
+                subscriptions.transaction_terminated(event.transaction_id)
             elif kind is ConnectionClosed:
                 assert isinstance(event, ConnectionClosed)
                 watch.connection_closed(event.flow, now)

@@ -3,17 +3,19 @@
 One job: the decision per request. The element-wide policy first (420 for an unsupported
 Require, 405/501 for methods we do not serve, 483 when Max-Forwards ran out, 482 for a call that
 looped back to us), then authentication (digest, or a trusted source), then the registrar for
-REGISTER and the B2BUA for INVITE (the feature code to the handover, a number whose trunk has no
-address yet 503). Requests inside a dialog go to the B2BUA, or 481. OPTIONS keep-alive probes
-are answered statelessly (`options_response`).
+REGISTER, the B2BUA for INVITE (the feature code to the handover, a number whose trunk has no
+address yet 503) and the MWI subscriptions for SUBSCRIBE (a user's own `message-summary` only).
+Requests inside a dialog go to the B2BUA or to their subscription, or 481. OPTIONS keep-alive
+probes are answered statelessly (`options_response`).
 """
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-from callkeeper.calls import handover, routing
+from callkeeper.calls import handover, mwi_subscriptions, routing
 from callkeeper.directory import NotFound, NumberTarget
 from callkeeper.sip import capabilities
 from callkeeper.sip.message import Request, Response, has_to_tag
@@ -35,6 +37,8 @@ def dispatch(
     if has_to_tag(request):
         if core.b2bua.knows_dialog(request):
             core.b2bua.receive_in_dialog(request, transaction_id, now)
+        elif core.message_waiting.subscriptions.knows(request):
+            core.message_waiting.subscriptions.refresh(request, transaction_id, flow, now)
         else:
             reply(core, request, transaction_id, 481, now, tag=False)
         return
@@ -46,9 +50,11 @@ def dispatch(
     if method in _DIALOG_ONLY:
         reply(core, request, transaction_id, 481, now)
         return
+    if method == "SUBSCRIBE":
+        _subscribe(core, request, transaction_id, flow, now)
+        return
     if method not in ("REGISTER", "INVITE"):
-        # SUBSCRIBE (message-summary arrives with voicemail), MESSAGE: not served yet.
-        reply(core, request, transaction_id, 489 if method == "SUBSCRIBE" else 405, now)
+        reply(core, request, transaction_id, 405, now)  # MESSAGE: not served yet
         return
     decision = core.auth.check(request, flow, now, core.random_bytes(16))
     if decision.response is not None:
@@ -93,6 +99,31 @@ def _invite(
     core.b2bua.start_call(
         request, transaction_id, flow, caller, call_target, now, caller_endpoint=caller_endpoint
     )
+
+
+def _subscribe(
+    core: CallManager, request: Request, transaction_id: int, flow: Flow, now: float
+) -> None:
+    """A new SUBSCRIBE: only `message-summary` (else 489, unchallenged), authenticated like an
+    INVITE, and only to the subscriber's own mailbox, the Request-URI's user (else 403); a
+    trusted source may watch any of our users' (404 for a name we do not have)."""
+    endpoint = core.endpoint
+    response = mwi_subscriptions.check_request(request, endpoint.new_tag())
+    if response is not None:
+        endpoint.send_response(response, now, transaction_id)
+        return
+    decision = core.auth.check(request, flow, now, core.random_bytes(16))
+    if decision.response is not None:
+        endpoint.send_response(decision.response, now, transaction_id)
+        return
+    account = unquote(request.uri.user) if request.uri.user else None
+    if decision.outcome == "authenticated" and account != decision.user:
+        reply(core, request, transaction_id, 403, now)
+        return
+    if account is None or account not in core.directory:
+        reply(core, request, transaction_id, 404, now)
+        return
+    core.message_waiting.subscriptions.subscribe(request, transaction_id, flow, account, now)
 
 
 def _unresolved(

@@ -1,7 +1,7 @@
 """What this server supports, and the answers that follow from it (RFC 3261 §8.2.1–§8.2.2, §11).
 
-One place decides the Allow / Supported / Accept lists, so OPTIONS, 405 and 420 responses can
-never disagree with each other.
+One place decides the Allow / Supported / Accept / Allow-Events lists, so OPTIONS, 405 and 420
+responses can never disagree with each other.
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ ALLOWED_METHODS = (
 KNOWN_UNSUPPORTED_METHODS = frozenset({"PUBLISH"})
 SUPPORTED_EXTENSIONS = ("outbound", "path", "timer", "replaces", "norefersub")
 ACCEPTED_BODIES = ("application/sdp", "application/dtmf-relay", "message/sipfrag")
+# Event packages a SUBSCRIBE may ask for (RFC 6665 §8.2.2): voicemail counts (RFC 3842).
+EVENT_PACKAGES = ("message-summary",)
 
 ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED = ", ".join(SUPPORTED_EXTENSIONS)
 ACCEPT = ", ".join(ACCEPTED_BODIES)
+ALLOW_EVENTS = ", ".join(EVENT_PACKAGES)
 
 
 def method_response(request: Request, to_tag: str) -> Response | None:
@@ -72,5 +75,6 @@ def options_response(request: Request, to_tag: str, user_agent: str) -> Response
     headers.add("Allow", ALLOW)
     headers.add("Accept", ACCEPT)
     headers.add("Supported", SUPPORTED)
+    headers.add("Allow-Events", ALLOW_EVENTS)
     headers.add("Server", user_agent)
     return response
