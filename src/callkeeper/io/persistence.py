@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -31,6 +31,7 @@ from callkeeper.directory import Binding, DeleteBinding, SaveBinding, decode_bin
 from callkeeper.store import Store
 
 log = structlog.get_logger(__name__)
+Record = TypeVar("Record")
 
 NAMESPACE = "bindings"
 CALLS_NAMESPACE = "calls"
@@ -43,7 +44,7 @@ def _key(user: str, binding_key: str) -> str:
 class _StoreWriter:
     """Writes off the core's path, one task each; `flush` waits for those in flight."""
 
-    what = "a record"
+    what = "records"
 
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
@@ -66,13 +67,25 @@ class _StoreWriter:
             self.failures += 1
             log.exception(f"could not persist {self.what}")
 
+    async def _read_all(self, namespace: str, decode: Callable[[bytes], Record]) -> list[Record]:
+        """Every readable record of `namespace`; an unreadable one (damaged, or of a format
+        this version does not know) is logged and deleted."""
+        records = []
+        for key, value in await self.store.scan(namespace):
+            try:
+                records.append(decode(value))
+            except msgspec.DecodeError:
+                log.warning(f"dropping unreadable stored {self.what}", key=key)
+                await self.store.delete(namespace, key)
+        return records
+
     async def flush(self) -> None:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 class BindingPersistence(_StoreWriter):
-    what = "a registration"
+    what = "registrations"
 
     def __call__(self, command: object) -> None:
         if isinstance(command, SaveBinding):
@@ -99,27 +112,19 @@ class BindingPersistence(_StoreWriter):
     async def load(self) -> list[Binding]:
         """Every stored binding, with its times moved back onto the loop's clock."""
         offset = self._wall_offset()
-        bindings = []
-        for key, value in await self.store.scan(NAMESPACE):
-            try:
-                stored = decode_binding(value)
-            except msgspec.DecodeError:
-                log.warning("dropping an unreadable stored registration", key=key)
-                await self.store.delete(NAMESPACE, key)
-                continue
-            bindings.append(
-                msgspec.structs.replace(
-                    stored,
-                    expires_at=stored.expires_at - offset,
-                    registered_at=stored.registered_at - offset,
-                    updated_at=stored.updated_at - offset,
-                )
+        return [
+            msgspec.structs.replace(
+                stored,
+                expires_at=stored.expires_at - offset,
+                registered_at=stored.registered_at - offset,
+                updated_at=stored.updated_at - offset,
             )
-        return bindings
+            for stored in await self._read_all(NAMESPACE, decode_binding)
+        ]
 
 
 class CallPersistence(_StoreWriter):
-    what = "a call"
+    what = "calls"
 
     def __call__(self, command: object) -> None:
         if isinstance(command, SaveCall):
@@ -138,17 +143,9 @@ class CallPersistence(_StoreWriter):
         """Every stored call, with its times moved back onto the loop's clock; unreadable ones
         (damaged, or written by a version with another format) are deleted."""
         offset = self._wall_offset()
-        snapshots = []
-        for key, value in await self.store.scan(CALLS_NAMESPACE):
-            try:
-                stored = decode_snapshot(value)
-            except msgspec.DecodeError:
-                log.warning("dropping an unreadable stored call", key=key)
-                await self.store.delete(CALLS_NAMESPACE, key)
-                continue
-            snapshots.append(
-                msgspec.structs.replace(
-                    stored, created=stored.created - offset, answered=stored.answered - offset
-                )
+        return [
+            msgspec.structs.replace(
+                stored, created=stored.created - offset, answered=stored.answered - offset
             )
-        return snapshots
+            for stored in await self._read_all(CALLS_NAMESPACE, decode_snapshot)
+        ]
