@@ -29,11 +29,12 @@ from typing import Protocol
 
 from callkeeper.calls import forking, in_dialog_relay, session_refresh, session_timer
 from callkeeper.calls.anchors import Anchor
+from callkeeper.calls.dialing import answering_dialog
 from callkeeper.calls.dialog_audit import DialogAudit, LegLost
 from callkeeper.calls.events import CallEnded, CallEvent, CallStarted
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.calls.model import Call, CallState, Leg, LegState, Relay
-from callkeeper.sip.dialog import Dialog, DialogError, DialogId, DialogState
+from callkeeper.sip.dialog import DialogError, DialogId, DialogState
 from callkeeper.sip.endpoint import SipEndpoint
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request, Response
@@ -174,14 +175,8 @@ class B2BUA:
             response.headers.add("Min-SE", str(session_timer.MIN_SE))
             self.endpoint.send_response(response, now, transaction_id)
             return
-        local_tag_source = self.ids
         try:
-            a_dialog = Dialog.create_uas(
-                request,
-                local_tag_source,
-                local_contact=self.local.contact(flow),
-                over_tls=flow.transport == "tls",
-            )
+            a_dialog = answering_dialog(self.local, self.ids, request, flow)
         except DialogError as error:
             forking.reject(self, request, transaction_id, error.status, now, warning=error.reason)
             return

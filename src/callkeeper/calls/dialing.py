@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.sip.address import Address
 from callkeeper.sip.capabilities import ALLOW, SUPPORTED
+from callkeeper.sip.dialog import Dialog
 from callkeeper.sip.headers import Headers
 from callkeeper.sip.message import Request, new_cseq
 from callkeeper.sip.transaction_messages import IdSource
@@ -30,6 +31,14 @@ AUTO_ANSWER_HEADERS = (
 # An IVR node names its session in its 2xx; a call moved to another node carries it in the
 # INVITE, so that node resumes the session from its checkpoint instead of starting over.
 SESSION_HEADER = "X-Callkeeper-Session"
+
+
+def answering_dialog(local: LocalAddresses, ids: IdSource, request: Request, flow: Flow) -> Dialog:
+    """The dialog a request received over `flow` creates with us as its UAS: our Contact for
+    that flow, and `sips` only over TLS. Raises DialogError as `Dialog.create_uas` does."""
+    return Dialog.create_uas(
+        request, ids, local_contact=local.contact(flow), over_tls=flow.transport == "tls"
+    )
 
 
 def new_call_id(ids: IdSource) -> str:

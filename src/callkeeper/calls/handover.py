@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from callkeeper.calls import recovery_bridge, recovery_fallback
 from callkeeper.calls.b2bua import Contact
+from callkeeper.calls.dialing import answering_dialog
 from callkeeper.calls.model import Call, CallState, Leg, LegState
 from callkeeper.calls.recovery_states import Trigger
 from callkeeper.media.dtmf import DtmfError, parse_info_body
 from callkeeper.sip.address import parse_address
-from callkeeper.sip.dialog import Dialog, DialogError, DialogState
+from callkeeper.sip.dialog import DialogError, DialogState
 from callkeeper.sip.errors import ParseError
 from callkeeper.sip.message import Request
 from callkeeper.sip.transport import Flow
@@ -185,12 +186,7 @@ def pick_up(
     if not request.body:
         return 488  # the survivor needs an offer to be re-INVITEd with
     try:
-        dialog = Dialog.create_uas(
-            request,
-            engine.ids,
-            local_contact=engine.local.contact(flow),
-            over_tls=flow.transport == "tls",
-        )
+        dialog = answering_dialog(engine.local, engine.ids, request, flow)
     except DialogError as error:
         return error.status
     leg = Leg(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from callkeeper.calls.dialing import answering_dialog
 from callkeeper.calls.locals import LocalAddresses
 from callkeeper.directory.register_request import delta_seconds
 from callkeeper.sip.capabilities import ALLOW_EVENTS
@@ -115,12 +116,7 @@ class MwiSubscriptions:
             self._endpoint.send_response(response, now, transaction_id)
             return
         try:
-            dialog = Dialog.create_uas(
-                request,
-                self._ids,
-                local_contact=self._local.contact(flow),
-                over_tls=flow.transport == "tls",
-            )
+            dialog = answering_dialog(self._local, self._ids, request, flow)
         except DialogError as error:
             response = request.create_response(error.status, to_tag=self._endpoint.new_tag())
             self._endpoint.send_response(response, now, transaction_id)
